@@ -1,0 +1,57 @@
+# fashionrec: two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SCALE ?= small
+export PYTHONUNBUFFERED := 1
+export FASHIONREC_JARS := $(CURDIR)/.jars
+
+.PHONY: help setup demo test bench lint format clean clean-data
+
+help:
+	@echo "make demo   - set up, generate the '$(SCALE)' data set, run the whole job graph locally"
+	@echo "make test   - set up, run the test suite"
+	@echo "make bench  - set up, run the benchmarks (BENCH=ingest SCALE=full ...)"
+	@echo "make lint   - ruff"
+
+# Python environment: re-installed when the pins change.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+# Delta Lake's jars from Maven Central (Spark itself comes with the pyspark wheel).
+.jars/.fetched: build/pom.xml
+	@rm -rf .jars
+	mvn -q -B -f build/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars -DincludeGroupIds=io.delta
+	@touch $@
+
+setup: $(VENV)/.installed .jars/.fetched
+
+demo: setup
+	$(PY) -m fashionrec generate --scale $(SCALE) --out data/$(SCALE)
+	$(PY) -m fashionrec run --target local --var data_path=data/$(SCALE)
+
+test: setup
+	$(PY) -m ruff check src tests jobs benchmarks notebooks
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m benchmarks $(if $(BENCH),--only $(BENCH)) --scale $(if $(filter small,$(SCALE)),full,$(SCALE))
+
+lint: setup
+	$(PY) -m ruff check src tests jobs benchmarks notebooks
+	$(PY) -m ruff format --check src tests jobs benchmarks notebooks
+
+format: setup
+	$(PY) -m ruff check --fix src tests jobs benchmarks notebooks
+	$(PY) -m ruff format src tests jobs benchmarks notebooks
+
+clean-data:
+	rm -rf lakehouse reports/*.json mlruns mlflow.db
+
+clean: clean-data
+	rm -rf $(VENV) .jars data

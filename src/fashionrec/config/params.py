@@ -1,0 +1,88 @@
+"""One typed, frozen parameter object per task, parsed from the bundle's task parameters.
+
+The bundle passes parameters as strings (`--data-path /Volumes/...`); `parse_params` turns them into a
+dataclass using its type hints, so a typo in a parameter name fails loudly with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fashionrec.config.tables import TableLocator
+
+P = TypeVar("P")
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+
+
+def _to_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def parse_params(cls: type[P], argv: Sequence[str]) -> P:
+    """Parse `--field-name value` pairs into the dataclass `cls`; unknown names are an error."""
+    hints = typing.get_type_hints(cls)
+    parser = argparse.ArgumentParser(prog=cls.__name__, description=(cls.__doc__ or "").strip())
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        kind = hints[field.name]
+        convert: Any = _to_bool if kind is bool else kind
+        parser.add_argument(_flag(field.name), dest=field.name, type=convert, default=field.default)
+    namespace, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        valid = ", ".join(_flag(f.name) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        raise SystemExit(f"{cls.__name__}: unknown parameter(s) {' '.join(unknown)}; valid: {valid}")
+    return cls(**vars(namespace))
+
+
+def to_args(params: Any) -> list[str]:
+    """The inverse of `parse_params`: a parameter object as a bundle-style argument list."""
+    args: list[str] = []
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        args += [_flag(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
+
+
+@dataclass(frozen=True)
+class LakeParams:
+    """Where the lakehouse lives: a local folder, or a Unity Catalog catalog and schema."""
+
+    lakehouse: str = "lakehouse"
+    catalog: str = ""
+    schema: str = "fashionrec"
+
+    @property
+    def tables(self) -> TableLocator:
+        return TableLocator(lakehouse=self.lakehouse, catalog=self.catalog, schema=self.schema)
+
+
+@dataclass(frozen=True)
+class IngestParams(LakeParams):
+    """Ingest the retailer's three CSV files (Kaggle H&M layout) into bronze Delta tables."""
+
+    data_path: str = "data/small"
+    articles_file: str = "articles.csv"
+    customers_file: str = "customers.csv"
+    transactions_file: str = "transactions_train.csv"
+    # Keep this share of customers (and their transactions), chosen by a stable hash of customer_id.
+    sample_fraction: float = 1.0
+    sample_seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample_fraction <= 1.0:
+            raise ValueError(f"sample_fraction must be in (0, 1], got {self.sample_fraction}")

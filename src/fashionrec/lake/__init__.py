@@ -1,0 +1,1 @@
+"""Spark session, Delta read/write/merge, Change Data Feed readers, quarantine, ingest."""

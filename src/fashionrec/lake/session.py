@@ -1,0 +1,69 @@
+"""Spark session factory: local Spark with Delta on this machine, the active session on Databricks."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def on_databricks() -> bool:
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def delta_jars() -> list[str]:
+    """Delta Lake jars fetched by `make setup` (build/pom.xml) into .jars, or $FASHIONREC_JARS."""
+    folder = os.environ.get("FASHIONREC_JARS") or str(_REPO_ROOT / ".jars")
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not any("delta-spark" in Path(j).name for j in jars):
+        raise RuntimeError(
+            f"Delta Lake jars not found in {folder}. Run `make setup` (it fetches them from Maven Central "
+            "with build/pom.xml), or point FASHIONREC_JARS at a folder holding delta-spark_2.13 and delta-storage."
+        )
+    return jars
+
+
+def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSession:
+    """The session every task uses.
+
+    On Databricks the runtime's session is returned untouched. Locally: `local[*]`, Delta's SQL extension
+    and catalog, few shuffle partitions (2 cores here), no UI or console progress under tests.
+    Memory: FASHIONREC_DRIVER_MEMORY (default 4g) since local mode runs everything in the driver JVM.
+    """
+    if on_databricks():
+        return SparkSession.builder.getOrCreate()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    cores = os.cpu_count() or 2
+    partitions = os.environ.get("FASHIONREC_SHUFFLE_PARTITIONS", str(2 * cores if testing else 4 * cores))
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(os.environ.get("FASHIONREC_SPARK_MASTER", "local[*]"))
+        .config("spark.jars", ",".join(delta_jars()))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.driver.memory", os.environ.get("FASHIONREC_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.shuffle.partitions", partitions)
+        .config("spark.default.parallelism", partitions)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.adaptive.enabled", "true")
+        # Delta rebuilds table state with 50 partitions by default: far too many for a 2-core machine.
+        .config("spark.databricks.delta.snapshotPartitions", str(cores))
+        .config("spark.databricks.delta.properties.defaults.enableChangeDataFeed", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+    )
+    if testing:
+        builder = builder.config("spark.ui.enabled", "false")
+    warehouse = os.environ.get("FASHIONREC_SPARK_WAREHOUSE")
+    if warehouse:
+        builder = builder.config("spark.sql.warehouse.dir", warehouse)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

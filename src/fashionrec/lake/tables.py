@@ -1,0 +1,137 @@
+"""Delta table helpers: read (optionally at a version), create with Change Data Feed, upsert, changes.
+
+All writes are single Delta transactions: a failed task leaves the previous version intact, and an
+upsert that would change nothing writes no commit at all, so re-running a task leaves versions alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fashionrec.config.tables import TableLocator
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What one upsert did; `version` is the table version after it (unchanged when nothing changed)."""
+
+    table: str
+    inserted: int
+    updated: int
+    version: int
+    committed: bool
+
+
+def table_exists(spark: SparkSession, tables: TableLocator, table: str) -> bool:
+    if tables.uses_catalog:
+        return spark.catalog.tableExists(tables.name(table).replace("`", ""))
+    return DeltaTable.isDeltaTable(spark, tables.path(table))
+
+
+def delta_table(spark: SparkSession, tables: TableLocator, table: str) -> DeltaTable:
+    if tables.uses_catalog:
+        return DeltaTable.forName(spark, tables.name(table))
+    return DeltaTable.forPath(spark, tables.path(table))
+
+
+def read_table(spark: SparkSession, tables: TableLocator, table: str, version: int | None = None) -> DataFrame:
+    """A table's current snapshot, or the snapshot at `version` (time travel) for reproducible reads."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    if tables.uses_catalog:
+        return reader.table(tables.name(table))
+    return reader.load(tables.path(table))
+
+
+def current_version(spark: SparkSession, tables: TableLocator, table: str) -> int | None:
+    """Latest committed version, or None when the table does not exist yet."""
+    if not table_exists(spark, tables, table):
+        return None
+    return int(delta_table(spark, tables, table).history(1).select("version").first()[0])
+
+
+def read_changes(
+    spark: SparkSession, tables: TableLocator, table: str, since_version: int, until_version: int | None = None
+) -> DataFrame:
+    """Change Data Feed rows committed after `since_version` (exclusive), up to `until_version`."""
+    reader = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", since_version + 1)
+    if until_version is not None:
+        reader = reader.option("endingVersion", until_version)
+    if tables.uses_catalog:
+        return reader.table(tables.name(table))
+    return reader.load(tables.path(table))
+
+
+def create_table(
+    df: DataFrame, tables: TableLocator, table: str, partition_by: list[str] | None = None
+) -> None:
+    """Write `df` as a new Delta table with Change Data Feed on; fails if the table already exists."""
+    writer = df.write.format("delta").mode("errorifexists").option("delta.enableChangeDataFeed", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if tables.uses_catalog:
+        writer.saveAsTable(tables.name(table))
+    else:
+        writer.save(tables.path(table))
+
+
+def upsert(
+    spark: SparkSession,
+    tables: TableLocator,
+    table: str,
+    source: DataFrame,
+    keys: list[str],
+    compare_column: str | None = None,
+    prune_column: str | None = None,
+) -> UpsertResult:
+    """Insert new keys and update rows whose `compare_column` (a row hash) changed, in one MERGE.
+
+    Rows already present and unchanged are filtered out first, so a re-run commits nothing.
+    `prune_column` adds the source's min/max of that column as literals to the merge condition, which
+    lets Delta skip target files by their statistics (a new week only touches recent files).
+    `source` must be unique on `keys`.
+    """
+    if not table_exists(spark, tables, table):
+        create_table(source, tables, table)
+        rows = read_table(spark, tables, table).count()
+        return UpsertResult(table, rows, 0, current_version(spark, tables, table) or 0, True)
+
+    target = read_table(spark, tables, table)
+    target_keys = target.select(*keys, *([F.col(compare_column).alias("_t_cmp")] if compare_column else []))
+    if compare_column:
+        joined = source.join(target_keys, on=keys, how="left")
+        changes = joined.where(F.col("_t_cmp").isNull() | (F.col("_t_cmp") != F.col(compare_column))).drop("_t_cmp")
+    else:
+        changes = source.join(target_keys, on=keys, how="left_anti")
+    changes = changes.persist()
+    try:
+        if changes.isEmpty():
+            return UpsertResult(table, 0, 0, current_version(spark, tables, table) or 0, False)
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        if prune_column:
+            lo, hi = changes.agg(F.min(prune_column), F.max(prune_column)).first()
+            condition += f" AND t.`{prune_column}` BETWEEN '{lo}' AND '{hi}'"
+        (
+            delta_table(spark, tables, table)
+            .alias("t")
+            .merge(changes.alias("s"), condition)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    finally:
+        changes.unpersist()
+    last = delta_table(spark, tables, table).history(1).select("version", "operationMetrics").first()
+    metrics = last["operationMetrics"] or {}
+    return UpsertResult(
+        table,
+        int(metrics.get("numTargetRowsInserted", 0)),
+        int(metrics.get("numTargetRowsUpdated", 0)),
+        int(last["version"]),
+        True,
+    )
