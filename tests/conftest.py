@@ -1,0 +1,47 @@
+"""Shared fixtures: one local Spark session and one `tiny` synthetic data set per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("FASHIONREC_DRIVER_MEMORY", "2g")
+os.environ.setdefault("FASHIONREC_SHUFFLE_PARTITIONS", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HM_SAMPLE = REPO_ROOT.parent / "shared" / "hm_format_sample"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from fashionrec.lake.session import get_spark
+
+    session = get_spark("fashionrec-tests", testing=True)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The `tiny` synthetic data set (Kaggle file formats), generated once; treat as read-only."""
+    from fashionrec.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    generate("tiny", out, seed=7, progress=False)
+    return out
+
+
+@pytest.fixture()
+def data_copy(tiny_data, tmp_path) -> Path:
+    """A private copy of the tiny data set that a test may edit."""
+    target = tmp_path / "data"
+    shutil.copytree(tiny_data, target)
+    return target
+
+
+@pytest.fixture()
+def lakehouse(tmp_path) -> Path:
+    return tmp_path / "lakehouse"
