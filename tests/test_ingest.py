@@ -32,7 +32,11 @@ def csv_rows(path: Path) -> int:
 def test_first_ingest_loads_every_row_with_change_data_feed(spark, tiny_data, lakehouse):
     figures = ingest(spark, tiny_data, lakehouse)
     tables = TableLocator(lakehouse=str(lakehouse))
-    for name, file in [("articles", "articles.csv"), ("customers", "customers.csv"), ("transactions", "transactions_train.csv")]:
+    for name, file in [
+        ("articles", "articles.csv"),
+        ("customers", "customers.csv"),
+        ("transactions", "transactions_train.csv"),
+    ]:
         assert figures["table_rows"][name] == csv_rows(tiny_data / file)
         assert by_table(figures)[name]["quarantined"] == 0
         props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {tables.name(name)}").collect()}
@@ -47,7 +51,9 @@ def test_reingesting_the_same_files_changes_nothing(spark, tiny_data, lakehouse)
     second = ingest(spark, tiny_data, lakehouse)
     assert second["versions"] == first["versions"]
     assert second["table_rows"] == first["table_rows"]
-    assert all(row["inserted"] == 0 and row["updated"] == 0 and not row["committed"] for row in second["ingest"])
+    assert all(
+        row["inserted"] == 0 and row["updated"] == 0 and not row["committed"] for row in second["ingest"]
+    )
 
 
 def test_a_new_week_adds_only_that_weeks_rows(spark, data_copy, lakehouse):
@@ -148,7 +154,9 @@ def test_bad_rows_go_to_quarantine_with_file_line_column_and_reason(spark, data_
     assert {r["source_file"] for r in quarantine.where("table = 'transactions'").collect()} == {
         str(data_copy / "transactions_train.csv")
     }
-    others = {(r["table"], r["column"], r["reason"]) for r in quarantine.where("table != 'transactions'").collect()}
+    others = {
+        (r["table"], r["column"], r["reason"]) for r in quarantine.where("table != 'transactions'").collect()
+    }
     assert others == {("articles", "article_id", "duplicate_key"), ("customers", "age", "out_of_range")}
     good = csv_rows(data_copy / "transactions_train.csv") - len(expected)
     assert figures["table_rows"]["transactions"] == good
@@ -174,7 +182,12 @@ def test_a_file_missing_required_columns_fails_and_writes_nothing(spark, data_co
 
 def test_real_kaggle_format_sample_is_read_as_it_is(spark, lakehouse):
     figures = ingest(spark, HM_SAMPLE, lakehouse)
-    assert figures["table_rows"] == {"articles": 2148, "customers": 476, "transactions": 3000, "quarantine": 0}
+    assert figures["table_rows"] == {
+        "articles": 2148,
+        "customers": 476,
+        "transactions": 3000,
+        "quarantine": 0,
+    }
     tables = TableLocator(lakehouse=str(lakehouse))
     article = read_table(spark, tables, "articles").where("article_id = '0108775015'").first()
     assert article["product_code"] == 108775 and article["detail_desc"].startswith("Jersey top")

@@ -25,10 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the bundle's job graph on this machine")
-    run.add_argument("--target", default="local", help="bundle target whose variables to use (default: local)")
+    run.add_argument(
+        "--target", default="local", help="bundle target whose variables to use (default: local)"
+    )
     run.add_argument("--job", default="fashionrec", help="job key in resources/*.yml")
     run.add_argument("--only", action="append", metavar="TASK", help="run only this task (repeatable)")
-    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a bundle variable")
+    run.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE", help="override a bundle variable"
+    )
     run.add_argument("--bundle-root", default=".", help="folder of databricks.yml")
     run.add_argument("--summary", default="reports/latest_run.json", help="where to write the run summary")
 
@@ -43,14 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=42)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "generate":
             from fashionrec.data.synthetic import generate
             from fashionrec.runner.report import print_figures
 
             manifest = generate(args.scale, args.out or f"data/{args.scale}", seed=args.seed)
-            print_figures("generate", {k: v for k, v in manifest.items() if k != "scale"} | {"scale": args.scale})
+            print_figures(
+                "generate", {k: v for k, v in manifest.items() if k != "scale"} | {"scale": args.scale}
+            )
             return 0
         if args.command == "tasks":
             from fashionrec.runner.bundle import load_bundle
@@ -62,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from fashionrec.runner.local import run_job
 
-        result = run_job(args.bundle_root, args.job, args.target, _variables(args.var), args.only, args.summary)
+        result = run_job(
+            args.bundle_root, args.job, args.target, _variables(args.var), args.only, args.summary
+        )
         return 1 if result.failed else 0
     except BundleError as exc:
         print(f"fashionrec: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fashionrec.config import IngestParams, Tables, TableLocator
+from fashionrec.config import IngestParams, TableLocator, Tables
 from fashionrec.data.readers import LINE, CsvSource, read_csv
 from fashionrec.data.schema import ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
 from fashionrec.data.validation import Validated, flag_duplicates, flag_unknown_references, validate
@@ -51,7 +51,7 @@ def sample_by_customer(lines: DataFrame, fraction: float, seed: int) -> DataFram
     if fraction >= 1.0:
         return lines
     bucket = F.pmod(F.xxhash64(F.lit(seed), F.trim(F.col("customer_id"))), F.lit(1_000_000))
-    return lines.where(bucket < F.lit(int(round(fraction * 1_000_000))))
+    return lines.where(bucket < F.lit(round(fraction * 1_000_000)))
 
 
 def _source_paths(params: IngestParams) -> dict[str, str]:
@@ -63,14 +63,17 @@ def _source_paths(params: IngestParams) -> dict[str, str]:
     return {table: os.path.join(params.data_path, name) for table, name in files.items()}
 
 
-def _validated(spark: SparkSession, tables: TableLocator, spec: TableSpec, source: CsvSource, params: IngestParams) -> Validated:
+def _validated(
+    spark: SparkSession, tables: TableLocator, spec: TableSpec, source: CsvSource, params: IngestParams
+) -> Validated:
     lines = source.lines
     if "customer_id" in spec.column_names:
         lines = sample_by_customer(lines, params.sample_fraction, params.sample_seed)
     checked = validate(lines, spec)
     if spec is TRANSACTIONS:
         references = {
-            column: read_table(spark, tables, table).select(column) for column, table in spec.foreign_keys.items()
+            column: read_table(spark, tables, table).select(column)
+            for column, table in spec.foreign_keys.items()
         }
         return flag_unknown_references(checked, references)
     return flag_duplicates(checked, list(spec.keys))
@@ -137,7 +140,10 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
         all_problems = all_problems.unionByName(frame)
     reasons = [
         {"table": r["table"], "column": r["column"], "reason": r["reason"], "rows": r["count"]}
-        for r in all_problems.groupBy("table", "column", "reason").count().orderBy("table", "column", "reason").collect()
+        for r in all_problems.groupBy("table", "column", "reason")
+        .count()
+        .orderBy("table", "column", "reason")
+        .collect()
     ]
     quarantine = write_quarantine(spark, tables, all_problems)
     for frame in problem_frames:
@@ -147,7 +153,9 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
         name: current_version(spark, tables, name)
         for name in (Tables.ARTICLES, Tables.CUSTOMERS, Tables.TRANSACTIONS, Tables.QUARANTINE)
     }
-    row_counts = {name: read_table(spark, tables, name).count() for name in versions if versions[name] is not None}
+    row_counts = {
+        name: read_table(spark, tables, name).count() for name in versions if versions[name] is not None
+    }
     return {
         "lakehouse": tables.describe(),
         "ingest": per_table,

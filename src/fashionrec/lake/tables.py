@@ -38,7 +38,9 @@ def delta_table(spark: SparkSession, tables: TableLocator, table: str) -> DeltaT
     return DeltaTable.forPath(spark, tables.path(table))
 
 
-def read_table(spark: SparkSession, tables: TableLocator, table: str, version: int | None = None) -> DataFrame:
+def read_table(
+    spark: SparkSession, tables: TableLocator, table: str, version: int | None = None
+) -> DataFrame:
     """A table's current snapshot, or the snapshot at `version` (time travel) for reproducible reads."""
     reader = spark.read.format("delta")
     if version is not None:
@@ -56,10 +58,18 @@ def current_version(spark: SparkSession, tables: TableLocator, table: str) -> in
 
 
 def read_changes(
-    spark: SparkSession, tables: TableLocator, table: str, since_version: int, until_version: int | None = None
+    spark: SparkSession,
+    tables: TableLocator,
+    table: str,
+    since_version: int,
+    until_version: int | None = None,
 ) -> DataFrame:
     """Change Data Feed rows committed after `since_version` (exclusive), up to `until_version`."""
-    reader = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", since_version + 1)
+    reader = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", since_version + 1)
+    )
     if until_version is not None:
         reader = reader.option("endingVersion", until_version)
     if tables.uses_catalog:
@@ -105,7 +115,9 @@ def upsert(
     target_keys = target.select(*keys, *([F.col(compare_column).alias("_t_cmp")] if compare_column else []))
     if compare_column:
         joined = source.join(target_keys, on=keys, how="left")
-        changes = joined.where(F.col("_t_cmp").isNull() | (F.col("_t_cmp") != F.col(compare_column))).drop("_t_cmp")
+        changes = joined.where(F.col("_t_cmp").isNull() | (F.col("_t_cmp") != F.col(compare_column))).drop(
+            "_t_cmp"
+        )
     else:
         changes = source.join(target_keys, on=keys, how="left_anti")
     changes = changes.persist()

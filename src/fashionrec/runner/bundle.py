@@ -39,7 +39,9 @@ class Job:
         for t in self.tasks:
             if t.key == key:
                 return t
-        raise BundleError(f"job {self.name!r} has no task {key!r}; tasks: {', '.join(t.key for t in self.tasks)}")
+        raise BundleError(
+            f"job {self.name!r} has no task {key!r}; tasks: {', '.join(t.key for t in self.tasks)}"
+        )
 
     def ordered(self) -> list[Task]:
         """Tasks in dependency order (stable: declaration order among independent tasks)."""
@@ -89,14 +91,20 @@ class Bundle:
         if name not in jobs:
             raise BundleError(f"no job {name!r} in resources; jobs: {', '.join(jobs)}")
         values = self.resolve_variables(target, overrides)
-        context = {"bundle.target": target, "bundle.name": self.name, **{f"var.{k}": v for k, v in values.items()}}
+        context = {
+            "bundle.target": target,
+            "bundle.name": self.name,
+            **{f"var.{k}": v for k, v in values.items()},
+        }
         spec = jobs[name]
         base = self.job_files[name].parent
         tasks = []
         for raw in spec.get("tasks", []):
             entry = raw.get("spark_python_task")
             if not entry:
-                raise BundleError(f"task {raw.get('task_key')!r}: the local runner runs spark_python_task tasks only")
+                raise BundleError(
+                    f"task {raw.get('task_key')!r}: the local runner runs spark_python_task tasks only"
+                )
             tasks.append(
                 Task(
                     key=raw["task_key"],
@@ -113,7 +121,9 @@ def _interpolate(text: str, context: dict[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         key = match.group(1)
         if key not in context:
-            raise BundleError(f"unknown reference ${{{key}}} (the local runner knows var.*, bundle.target, bundle.name)")
+            raise BundleError(
+                f"unknown reference ${{{key}}} (the local runner knows var.*, bundle.target, bundle.name)"
+            )
         return context[key]
 
     return _REFERENCE.sub(replace, text)

@@ -67,7 +67,12 @@ def run_job(
     tasks = select_tasks(job, only)
     figures: dict[str, dict[str, Any]] = {}
     failed = None
-    run_info = {"job": job.name, "target": target, "tasks": [t.key for t in tasks], "variables": variables or {}}
+    run_info = {
+        "job": job.name,
+        "target": target,
+        "tasks": [t.key for t in tasks],
+        "variables": variables or {},
+    }
     started = time.perf_counter()
     for position, task in enumerate(tasks, 1):
         if not quiet:

@@ -49,7 +49,9 @@ def _rows_table(title: str, rows: list[dict[str, Any]], key_name: str | None = N
     table = Table(title=title, title_justify="left")
     for column in columns:
         numeric = all(isinstance(r.get(column), int | float) or r.get(column) is None for r in rows)
-        table.add_column(column, justify="right" if numeric else "left", style="bold" if column == key_name else None)
+        table.add_column(
+            column, justify="right" if numeric else "left", style="bold" if column == key_name else None
+        )
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     return table
@@ -87,7 +89,10 @@ def write_summary(path: str | Path, run: dict[str, Any], tasks: dict[str, Any], 
     previous: dict[str, Any] = {}
     if merge and path.exists():
         previous = json.loads(path.read_text()).get("tasks", {})
-    summary = {"run": {**run, "written_at": datetime.now(UTC).isoformat(timespec="seconds")}, "tasks": {**previous, **tasks}}
+    summary = {
+        "run": {**run, "written_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        "tasks": {**previous, **tasks},
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".summary-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
         json.dump(summary, handle, indent=2, default=str)
