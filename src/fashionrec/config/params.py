@@ -86,3 +86,34 @@ class IngestParams(LakeParams):
     def __post_init__(self) -> None:
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ValueError(f"sample_fraction must be in (0, 1], got {self.sample_fraction}")
+
+
+@dataclass(frozen=True)
+class FeaturesParams(LakeParams):
+    """Point-in-time features, splits, ground truth and the retrieval training set."""
+
+    # As-of weeks to materialise, ending with the test week (ranking trains on the earlier ones).
+    feature_weeks: int = 4
+    # First day (yyyy-mm-dd, a Wednesday) of the test week; empty: the last week with transactions.
+    test_week_start: str = ""
+    # Recompute every feature instead of reading the transactions' change feed.
+    full: bool = False
+    # Above this share of changed customers or articles, a full recompute is cheaper than a partial one.
+    full_recompute_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.feature_weeks < 1:
+            raise ValueError(f"feature_weeks must be at least 1, got {self.feature_weeks}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams(LakeParams):
+    """Baselines, the oracle bound and every method's metrics on one split."""
+
+    split: str = "test"
+    k: int = 12
+    # Folder of the synthetic data set; its truth.npz gives the oracle bound (skipped for real data).
+    data_path: str = "data/small"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    reports_dir: str = "reports"

@@ -17,7 +17,12 @@ class Tables:
     CUSTOMERS = "customers"
     TRANSACTIONS = "transactions"
     QUARANTINE = "quarantine"
-    INGEST_STATE = "ingest_state"
+    CUSTOMER_FEATURES = "customer_features"
+    ARTICLE_FEATURES = "article_features"
+    SPLITS = "splits"
+    GROUND_TRUTH = "ground_truth"
+    RETRIEVAL_TRAINING_SET = "retrieval_training_set"
+    FEATURE_STATE = "feature_state"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import IngestParams, TableLocator, Tables
 from fashionrec.data.readers import LINE, CsvSource, read_csv
 from fashionrec.data.schema import ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
-from fashionrec.data.validation import Validated, flag_duplicates, flag_unknown_references, validate
+from fashionrec.data.validation import BAD, Validated, flag_duplicates, flag_unknown_references, validate
 from fashionrec.lake.quarantine import quarantine_rows, write_quarantine
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, upsert
@@ -65,23 +65,25 @@ def _source_paths(params: IngestParams) -> dict[str, str]:
 
 def _validated(
     spark: SparkSession, tables: TableLocator, spec: TableSpec, source: CsvSource, params: IngestParams
-) -> Validated:
+) -> tuple[Validated, DataFrame]:
+    """Validated rows (persisted: the caller unpersists the returned frame) with key checks applied."""
     lines = source.lines
     if "customer_id" in spec.column_names:
         lines = sample_by_customer(lines, params.sample_fraction, params.sample_seed)
     checked = validate(lines, spec)
-    if spec is TRANSACTIONS:
+    cached = checked.rows.persist()
+    checked = Validated(cached, spec, checked.lines)
+    if spec.foreign_keys:
         references = {
-            column: read_table(spark, tables, table).select(column)
-            for column, table in spec.foreign_keys.items()
+            column: read_table(spark, tables, table).select(column) for column, table in spec.foreign_keys.items()
         }
-        return flag_unknown_references(checked, references)
-    return flag_duplicates(checked, list(spec.keys))
+        return flag_unknown_references(checked, references), cached
+    return flag_duplicates(checked, list(spec.keys)), cached
 
 
 def _bronze_rows(spec: TableSpec, validated: Validated) -> DataFrame:
     if spec is TRANSACTIONS:
-        good = validated.rows.where(F.size("_problems") == 0)
+        good = validated.rows.where(~F.col(BAD))
         return with_transaction_ids(good).select(TXN_ID, *spec.column_names)
     good = validated.good()
     return good.withColumn(ROW_HASH, row_hash(spec.column_names))
@@ -91,10 +93,9 @@ def _ingest_table(
     spark: SparkSession, tables: TableLocator, spec: TableSpec, source: CsvSource, params: IngestParams
 ) -> tuple[dict[str, Any], DataFrame]:
     started = time.perf_counter()
-    validated = _validated(spark, tables, spec, source, params)
-    validated = Validated(validated.rows.persist(), spec)
+    validated, cached = _validated(spark, tables, spec, source, params)
     try:
-        considered = validated.rows.count()
+        considered = cached.count()
         bronze = _bronze_rows(spec, validated)
         if spec is TRANSACTIONS:
             result = upsert(spark, tables, spec.table, bronze, keys=[TXN_ID], prune_column="t_dat")
@@ -103,7 +104,7 @@ def _ingest_table(
         problems = quarantine_rows(validated.problems(), spec.table, source.path).persist()
         bad_lines = problems.select("line").distinct().count()
     finally:
-        validated.rows.unpersist()
+        cached.unpersist()
     figures = {
         "table": spec.table,
         "source_file": source.path,

@@ -57,7 +57,7 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
         .config("spark.databricks.delta.properties.defaults.enableChangeDataFeed", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+        .config("spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", "-Dlog4j2.level=ERROR"))
     )
     if testing:
         builder = builder.config("spark.ui.enabled", "false")

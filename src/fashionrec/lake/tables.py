@@ -147,3 +147,19 @@ def upsert(
         int(last["version"]),
         True,
     )
+
+
+def overwrite_table(df: DataFrame, tables: TableLocator, table: str) -> int:
+    """Replace a table's contents in one Delta commit (readers see the old or the new snapshot, never
+    half of it); creates the table with Change Data Feed on if needed. Returns the new version."""
+    writer = (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("delta.enableChangeDataFeed", "true")
+    )
+    if tables.uses_catalog:
+        writer.saveAsTable(tables.name(table))
+    else:
+        writer.save(tables.path(table))
+    return current_version(df.sparkSession, tables, table) or 0

@@ -1,0 +1,29 @@
+"""`python -m benchmarks [--only NAME] [--scale SCALE]`: run benchmarks, print and record figures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+from benchmarks.common import machine, record
+from fashionrec.runner.report import print_figures
+
+BENCHMARKS = ["ingest"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__)
+    parser.add_argument("--only", action="append", choices=BENCHMARKS)
+    parser.add_argument("--scale", default="full", choices=["tiny", "small", "full"])
+    args = parser.parse_args()
+    os.environ.setdefault("FASHIONREC_DRIVER_MEMORY", "16g")
+    print(f"machine: {machine()}")
+    for name in args.only or BENCHMARKS:
+        figures = importlib.import_module(f"benchmarks.{name}").run(args.scale)
+        print_figures(f"benchmark {name}", figures)
+        record(name, figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Baselines on the same split as every model: they set the bar a model must clear.
+
+Each returns {customer_id: [article_id, ...]} (top-k) for the given customers, using only
+transactions before the target week.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from fashionrec.features.weeks import first_day, week_col
+
+AGE_BANDS = [16, 20, 25, 30, 40, 50, 60]
+
+
+def _top(scored: DataFrame, k: int, score: str = "score") -> list[str]:
+    return [r["article_id"] for r in scored.orderBy(F.desc(score), "article_id").limit(k).collect()]
+
+
+def _before(transactions: DataFrame, week: int, weeks_back: int | None = None) -> DataFrame:
+    w = week_col(F.col("t_dat"))
+    cond = w < week
+    if weeks_back:
+        cond = cond & (w >= week - weeks_back)
+    return transactions.where(cond)
+
+
+def popular_last_week(transactions: DataFrame, week: int, k: int) -> list[str]:
+    """The k best sellers of the week before the target week: the same list for everyone."""
+    return _top(_before(transactions, week, 1).groupBy("article_id").agg(F.count("*").alias("score")), k)
+
+
+def decayed_popularity(transactions: DataFrame, week: int, k: int, half_life_days: float = 7.0, weeks_back: int = 8) -> list[str]:
+    """Sales weighted by 0.5 ** (days before the target week / half life)."""
+    days = F.datediff(F.lit(first_day(week)), F.col("t_dat"))
+    weighted = _before(transactions, week, weeks_back).withColumn("w", F.pow(F.lit(0.5), days / half_life_days))
+    return _top(weighted.groupBy("article_id").agg(F.sum("w").alias("score")), k)
+
+
+def _fill(own: list[str], fallback: list[str], k: int) -> list[str]:
+    return (own + [a for a in fallback if a not in own])[:k]
+
+
+def repurchase(
+    transactions: DataFrame, customers: DataFrame, week: int, k: int, fallback: list[str], weeks_back: int = 12
+) -> dict[str, list[str]]:
+    """The customer's most recently bought distinct articles, then the popular fallback list."""
+    recent = (
+        _before(transactions, week, weeks_back)
+        .join(customers.select("customer_id"), "customer_id", "left_semi")
+        .groupBy("customer_id", "article_id")
+        .agg(F.max("t_dat").alias("last"), F.count("*").alias("n"))
+    )
+    ranked = recent.withColumn(
+        "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("last"), F.desc("n"), "article_id"))
+    ).where(F.col("rank") <= k)
+    lists = ranked.groupBy("customer_id").agg(F.sort_array(F.collect_list(F.struct("rank", "article_id"))).alias("l"))
+    own = {r["customer_id"]: [x["article_id"] for x in r["l"]] for r in lists.collect()}
+    return {r["customer_id"]: _fill(own.get(r["customer_id"], []), fallback, k) for r in customers.select("customer_id").collect()}
+
+
+def age_band(age: F.Column) -> F.Column:
+    band = F.lit(None).cast("int")
+    for low in AGE_BANDS:
+        band = F.when(age >= low, F.lit(low)).otherwise(band)
+    return band
+
+
+def age_band_popular(
+    transactions: DataFrame, customers: DataFrame, all_customers: DataFrame, week: int, k: int, fallback: list[str], weeks_back: int = 2
+) -> dict[str, list[str]]:
+    """Best sellers of the last weeks among customers of the same age band (unknown age: fallback)."""
+    buyers = all_customers.select("customer_id", age_band(F.col("age")).alias("band"))
+    sales = (
+        _before(transactions, week, weeks_back)
+        .join(buyers, "customer_id")
+        .where(F.col("band").isNotNull())
+        .groupBy("band", "article_id")
+        .agg(F.count("*").alias("n"))
+    )
+    ranked = sales.withColumn(
+        "rank", F.row_number().over(Window.partitionBy("band").orderBy(F.desc("n"), "article_id"))
+    ).where(F.col("rank") <= k)
+    per_band: dict[int, list[str]] = {}
+    for r in ranked.orderBy("band", "rank").collect():
+        per_band.setdefault(r["band"], []).append(r["article_id"])
+    targets = customers.select("customer_id").join(buyers, "customer_id", "left").collect()
+    return {r["customer_id"]: _fill(per_band.get(r["band"], []), fallback, k) for r in targets}

@@ -1,0 +1,41 @@
+"""The retrieval training set: one row per purchase in the training window, with tower inputs."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fashionrec.features.context import with_context
+from fashionrec.features.splits import Splits
+
+CANDIDATE_COLUMNS = [
+    "garment_group_name",
+    "index_group_name",
+    "product_type_name",
+    "colour_group_name",
+    "perceived_colour_master_name",
+    "graphical_appearance_name",
+]
+
+
+def retrieval_training_set(
+    transactions: DataFrame, customers: DataFrame, articles: DataFrame, splits: Splits
+) -> DataFrame:
+    """Purchases before the validation week with query (customer, age, month) and candidate features."""
+    train = with_context(transactions).where(F.col("week") < splits.val_week)
+    return (
+        train.join(customers.select("customer_id", F.col("age").cast("double").alias("age")), "customer_id", "left")
+        .join(articles.select("article_id", *CANDIDATE_COLUMNS), "article_id", "left")
+        .select(
+            "customer_id",
+            "age",
+            "month_sin",
+            "month_cos",
+            "week",
+            "t_dat",
+            "article_id",
+            *CANDIDATE_COLUMNS,
+            "price",
+            "sales_channel_id",
+        )
+    )
