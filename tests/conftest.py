@@ -45,3 +45,18 @@ def data_copy(tiny_data, tmp_path) -> Path:
 @pytest.fixture()
 def lakehouse(tmp_path) -> Path:
     return tmp_path / "lakehouse"
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(spark, tiny_data, tmp_path_factory):
+    """The tiny data set ingested and featurised once (3 as-of weeks); returns (TableLocator, figures).
+
+    Read-only for tests, except for a re-run of the features task that must change nothing."""
+    from fashionrec.config import FeaturesParams, IngestParams, TableLocator
+    from fashionrec.features.pipeline import run_features
+    from fashionrec.lake.ingest import run_ingest
+
+    lakehouse = tmp_path_factory.mktemp("tiny_lake") / "lakehouse"
+    run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(tiny_data)), spark)
+    figures = run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3), spark)
+    return TableLocator(lakehouse=str(lakehouse)), figures

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from fashionrec.config import FeaturesParams, IngestParams, TableLocator
+from fashionrec.config import FeaturesParams, IngestParams
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.pipeline import run_features
@@ -20,21 +20,12 @@ from fashionrec.lake.tables import read_table
 from tests.helpers import read_lines, write_lines
 
 
-@pytest.fixture(scope="module")
-def lake(spark, tiny_data, tmp_path_factory) -> tuple[TableLocator, dict]:
-    """The tiny data set ingested and featurised once for this module's read-only tests."""
-    lakehouse = tmp_path_factory.mktemp("features") / "lakehouse"
-    run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(tiny_data)), spark)
-    figures = run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3), spark)
-    return TableLocator(lakehouse=str(lakehouse)), figures
-
-
 def _sorted(df, keys) -> pd.DataFrame:
     return df.toPandas().sort_values(keys).reset_index(drop=True)
 
 
-def test_features_use_no_transaction_of_the_as_of_week_or_later(spark, lake):
-    tables, _ = lake
+def test_features_use_no_transaction_of_the_as_of_week_or_later(spark, tiny_lake):
+    tables, _ = tiny_lake
     tx = read_table(spark, tables, "transactions")
     customers, articles = read_table(spark, tables, "customers"), read_table(spark, tables, "articles")
     last = tx.agg(F.max("t_dat")).first()[0]
@@ -53,8 +44,8 @@ def test_features_use_no_transaction_of_the_as_of_week_or_later(spark, lake):
         pd.testing.assert_frame_equal(expected, full_history)
 
 
-def test_feature_values_for_one_customer_by_hand(spark, lake, tiny_data):
-    tables, _ = lake
+def test_feature_values_for_one_customer_by_hand(spark, tiny_lake, tiny_data):
+    tables, _ = tiny_lake
     features = read_table(spark, tables, "customer_features")
     week = features.agg(F.max("as_of_week")).first()[0]
     tx = pd.read_csv(tiny_data / "transactions_train.csv", dtype={"article_id": str}, parse_dates=["t_dat"])
@@ -71,8 +62,8 @@ def test_feature_values_for_one_customer_by_hand(spark, lake, tiny_data):
     assert features.where(F.col("as_of_week") == week).count() == len(read_lines(tiny_data / "customers.csv")) - 1
 
 
-def test_default_splits_are_the_last_two_weeks_and_ground_truth_is_exact(spark, lake, tiny_data):
-    tables, figures = lake
+def test_default_splits_are_the_last_two_weeks_and_ground_truth_is_exact(spark, tiny_lake, tiny_data):
+    tables, figures = tiny_lake
     tx = pd.read_csv(tiny_data / "transactions_train.csv", dtype={"article_id": str}, parse_dates=["t_dat"])
     last = tx["t_dat"].max().date()
     test_start = first_day(week_of(last))
@@ -133,8 +124,8 @@ def test_incremental_run_equals_a_full_recompute(spark, data_copy, lakehouse):
         pd.testing.assert_frame_equal(got[table], expected, check_exact=False, rtol=1e-9)
 
 
-def test_rerun_without_changes_rewrites_no_feature(spark, lake):
-    tables, _ = lake
+def test_rerun_without_changes_rewrites_no_feature(spark, tiny_lake):
+    tables, _ = tiny_lake
     again = run_features(FeaturesParams(lakehouse=tables.lakehouse, feature_weeks=3), spark)
     assert again["mode"] == "incremental"
     assert again["new_weeks"] == 0 and again["refreshed_weeks"] == 0

@@ -112,6 +112,8 @@ class EvaluateParams(LakeParams):
 
     split: str = "test"
     k: int = 12
+    # Length of each method's list: MAP/NDCG use the first k, recall@100 the first 100 (candidate quality).
+    candidates: int = 100
     # Folder of the synthetic data set; its truth.npz gives the oracle bound (skipped for real data).
     data_path: str = "data/small"
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"

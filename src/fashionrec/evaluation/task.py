@@ -47,6 +47,7 @@ def recent_history(transactions: DataFrame, customers: DataFrame, week: int, n: 
 def baseline_methods(
     transactions: DataFrame, all_customers: DataFrame, targets: DataFrame, week: int, k: int
 ) -> dict[str, Predictions]:
+    """Each baseline's top-`k` list for the target customers."""
     customer_ids = [r["customer_id"] for r in targets.collect()]
     popular = baselines.popular_last_week(transactions, week, k)
     decayed = baselines.decayed_popularity(transactions, week, k)
@@ -104,10 +105,11 @@ def run_evaluate(
     targets = truth_rows.select("customer_id").persist()
     tx = snap[Tables.TRANSACTIONS]
 
-    methods = baseline_methods(tx, snap[Tables.CUSTOMERS], targets, week, params.k)
+    n = max(params.k, params.candidates)
+    methods = baseline_methods(tx, snap[Tables.CUSTOMERS], targets, week, n)
     if extra_methods is not None:
         methods.update(extra_methods(spark, splits, targets))
-    oracle = oracle_method(params.data_path, tx, targets, week, params.k)
+    oracle = oracle_method(params.data_path, tx, targets, week, n)
     if oracle is not None:
         methods["oracle"] = oracle
     articles = snap[Tables.ARTICLES].select("article_id", "product_type_name").collect()
