@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +28,26 @@ def timed(figures: dict[str, Any], name: str) -> Iterator[None]:
 
 
 def peak_rss_gib() -> float:
-    """Peak resident memory of this process and its finished children (the Spark JVM is a child)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, children) / 2**20, 2)
+    """Peak resident memory (GiB) of this process plus its child JVM (local Spark runs in the driver JVM)."""
+
+    def high_water(pid: int | str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    total = high_water(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # ppid
+            total += high_water(stat.parent.name)
+    return round(total / 2**30, 2)
 
 
 def record(name: str, figures: dict[str, Any]) -> None:

@@ -74,7 +74,12 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
     result = run_job(
         REPO_ROOT,
         target="local",
-        variables={"data_path": str(tiny_data), "lakehouse_dir": str(tmp_path / "lakehouse")},
+        variables={
+            "data_path": str(tiny_data),
+            "lakehouse_dir": str(tmp_path / "lakehouse"),
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "reports_dir": str(tmp_path / "reports"),
+        },
         summary_path=summary,
         quiet=True,
     )
@@ -87,6 +92,9 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
         == len((tiny_data / "transactions_train.csv").read_text().splitlines()) - 1
     )
     assert (tmp_path / "lakehouse" / "transactions" / "_delta_log").is_dir()
+    assert list(written["tasks"]) == ["ingest", "features", "evaluate"]
+    assert written["tasks"]["evaluate"]["oracle_map@12"] > 0
+    assert (tmp_path / "reports" / "map_test.png").exists()
 
 
 def test_local_runner_reports_a_failing_task(spark, tmp_path):

@@ -1,0 +1,88 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Explore the fashionrec lakehouse
+# MAGIC The bronze tables, the quarantine, the feature tables and the latest evaluation, in one pass.
+# MAGIC On Databricks set the widgets; locally run it as a script:
+# MAGIC `FASHIONREC_LAKEHOUSE=lakehouse .venv/bin/python notebooks/explore_lakehouse.py`.
+
+# COMMAND ----------
+
+import os
+
+from pyspark.sql import functions as F
+
+from fashionrec.config import TableLocator
+from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import current_version, read_table, table_exists
+
+
+def parameter(name: str, default: str) -> str:
+    """A notebook widget on Databricks, an environment variable locally."""
+    try:
+        dbutils.widgets.text(name, default)
+        return dbutils.widgets.get(name)
+    except NameError:
+        return os.environ.get(f"FASHIONREC_{name.upper()}", default)
+
+
+spark = get_spark("explore-lakehouse")
+tables = TableLocator(
+    lakehouse=parameter("lakehouse", "lakehouse"), catalog=parameter("catalog", ""), schema=parameter("schema", "fashionrec")
+)
+print(f"lakehouse: {tables.describe()}")
+
+# COMMAND ----------
+
+# MAGIC %md ## Tables, versions and row counts
+
+# COMMAND ----------
+
+names = ["articles", "customers", "transactions", "quarantine", "customer_features", "article_features", "ground_truth"]
+present = [n for n in names if table_exists(spark, tables, n)]
+for name in present:
+    print(f"{name:<20} version {current_version(spark, tables, name):>3}  rows {read_table(spark, tables, name).count():>12,}")
+
+# COMMAND ----------
+
+# MAGIC %md ## Weekly sales and the quarantine
+
+# COMMAND ----------
+
+transactions = read_table(spark, tables, "transactions")
+weekly = (
+    transactions.groupBy(F.date_trunc("week", "t_dat").alias("week"))
+    .agg(F.count("*").alias("items"), F.countDistinct("customer_id").alias("customers"))
+    .orderBy("week")
+)
+weekly.show(8, truncate=False)
+read_table(spark, tables, "quarantine").groupBy("table", "column", "reason").count().show(truncate=False)
+
+# COMMAND ----------
+
+# MAGIC %md ## Best sellers of the last week, with names
+
+# COMMAND ----------
+
+last_day = transactions.agg(F.max("t_dat")).first()[0]
+(
+    transactions.where(F.col("t_dat") > F.date_sub(F.lit(last_day), 7))
+    .groupBy("article_id")
+    .count()
+    .join(read_table(spark, tables, "articles"), "article_id")
+    .select("article_id", "prod_name", "product_type_name", "colour_group_name", "count")
+    .orderBy(F.desc("count"))
+    .show(12, truncate=False)
+)
+
+# COMMAND ----------
+
+# MAGIC %md ## Customer features of the latest as-of week
+
+# COMMAND ----------
+
+if "customer_features" in present:
+    features = read_table(spark, tables, "customer_features")
+    latest = features.agg(F.max("as_of_week")).first()[0]
+    features.where(F.col("as_of_week") == latest).select(
+        "n_purchases_all", "spend_all", "online_share", "days_since_last_purchase"
+    ).summary("mean", "50%", "max").show()
