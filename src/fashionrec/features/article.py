@@ -78,7 +78,7 @@ def article_features(
         F.sum("price").alias("price_sum"),
         F.sum("buyer_age").alias("age_sum"),
         F.count("buyer_age").alias("age_n"),
-    )
+    ).persist()  # read by every as-of week; run_features clears the cache when it is done
     history = None
     for week in weeks:
         part = _as_of(weekly, week)

@@ -82,7 +82,9 @@ def customer_features(
     tx = transactions.withColumn("week", week_col(F.col("t_dat"))).join(
         articles.select("article_id", *FAVOURITES.values()), "article_id", "left"
     )
-    weekly, categories = _weekly(tx), _weekly_categories(tx)
+    # Cached: every as-of week reads them; without the cache each week re-scanned all transactions
+    # (8 full scans at full scale). run_features clears the cache when it is done.
+    weekly, categories = _weekly(tx).persist(), _weekly_categories(tx).persist()
     history = None
     for week in weeks:
         part = _as_of(weekly, categories, week)

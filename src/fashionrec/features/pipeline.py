@@ -199,9 +199,7 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     if plan.mode == "incremental" and state:
         done |= set(state["as_of_weeks"])
     _write_state(spark, tables, versions, sorted(done))
-    for frame in (plan.customers, plan.articles):
-        if frame is not None:
-            frame.unpersist()
+    spark.catalog.clearCache()  # the weekly aggregates and change sets cached above
 
     truth = read_table(spark, tables, Tables.GROUND_TRUTH)
     return {
