@@ -1,0 +1,1 @@
+"""The retailer's data: Kaggle H&M schema, synthetic generator, CSV readers, validation rules."""
