@@ -54,5 +54,7 @@ def record(name: str, figures: dict[str, Any]) -> None:
     """Append one benchmark result (with machine and date) to reports/benchmarks.json."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    results.append({"benchmark": name, "date": datetime.now(UTC).date().isoformat(), "machine": machine(), **figures})
+    results.append(
+        {"benchmark": name, "date": datetime.now(UTC).date().isoformat(), "machine": machine(), **figures}
+    )
     RESULTS.write_text(json.dumps(results, indent=2))

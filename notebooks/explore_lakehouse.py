@@ -27,7 +27,9 @@ def parameter(name: str, default: str) -> str:
 
 spark = get_spark("explore-lakehouse")
 tables = TableLocator(
-    lakehouse=parameter("lakehouse", "lakehouse"), catalog=parameter("catalog", ""), schema=parameter("schema", "fashionrec")
+    lakehouse=parameter("lakehouse", "lakehouse"),
+    catalog=parameter("catalog", ""),
+    schema=parameter("schema", "fashionrec"),
 )
 print(f"lakehouse: {tables.describe()}")
 
@@ -37,10 +39,20 @@ print(f"lakehouse: {tables.describe()}")
 
 # COMMAND ----------
 
-names = ["articles", "customers", "transactions", "quarantine", "customer_features", "article_features", "ground_truth"]
+names = [
+    "articles",
+    "customers",
+    "transactions",
+    "quarantine",
+    "customer_features",
+    "article_features",
+    "ground_truth",
+]
 present = [n for n in names if table_exists(spark, tables, n)]
 for name in present:
-    print(f"{name:<20} version {current_version(spark, tables, name):>3}  rows {read_table(spark, tables, name).count():>12,}")
+    print(
+        f"{name:<20} version {current_version(spark, tables, name):>3}  rows {read_table(spark, tables, name).count():>12,}"
+    )
 
 # COMMAND ----------
 

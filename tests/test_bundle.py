@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from databricks.bundles.jobs import Job as DatabricksJob
@@ -79,6 +80,9 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
             "lakehouse_dir": str(tmp_path / "lakehouse"),
             "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "reports_dir": str(tmp_path / "reports"),
+            "artifacts_dir": str(tmp_path / "artifacts"),
+            "max_evals": "2",
+            "retrieval_epochs": "2",
         },
         summary_path=summary,
         quiet=True,
@@ -92,9 +96,29 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
         == len((tiny_data / "transactions_train.csv").read_text().splitlines()) - 1
     )
     assert (tmp_path / "lakehouse" / "transactions" / "_delta_log").is_dir()
-    assert list(written["tasks"]) == ["ingest", "features", "evaluate"]
+    assert list(written["tasks"]) == ["ingest", "features", "train_retrieval", "build_index", "evaluate"]
     assert written["tasks"]["evaluate"]["oracle_map@12"] > 0
     assert (tmp_path / "reports" / "map_test.png").exists()
+
+    # Retrieval: two Hyperopt trials as nested MLflow runs, towers and index on disk, candidates scored.
+    trained = written["tasks"]["train_retrieval"]
+    assert len(trained["tuning_trials"]) == 2
+    assert (tmp_path / "artifacts" / "retrieval" / "towers" / "query_tower" / "saved_model.pb").exists()
+    assert (tmp_path / "artifacts" / "retrieval" / "index.npz").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(trained["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 2 and all("val.recall_at_100" in c.data.metrics for c in children)
+    assert (
+        "val.recall_at_100" in parent.data.metrics and "version.retrieval_training_set" in parent.data.params
+    )
+    index = written["tasks"]["build_index"]
+    assert index["index"]["kind"] == "exact" and index["customers_evaluated"] > 0
+    methods = {row["method"] for row in index["metrics"]}
+    assert {"two_tower", "decayed_popularity", "oracle"} <= methods
+    assert "two_tower" in {row["method"] for row in written["tasks"]["evaluate"]["metrics"]}
 
 
 def test_local_runner_reports_a_failing_task(spark, tmp_path):

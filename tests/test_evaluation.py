@@ -25,7 +25,13 @@ def evaluation(spark, tiny_lake, tiny_data, tmp_path_factory):
 def test_every_baseline_and_the_oracle_are_scored(evaluation):
     _, figures = evaluation
     methods = {row["method"] for row in figures["metrics"]}
-    assert methods == {"popular_last_week", "decayed_popularity", "repurchase_then_popular", "age_band_popular", "oracle"}
+    assert methods == {
+        "popular_last_week",
+        "decayed_popularity",
+        "repurchase_then_popular",
+        "age_band_popular",
+        "oracle",
+    }
     rows = {row["method"]: row for row in figures["metrics"]}
     for row in rows.values():
         assert 0.0 <= row["map@12"] <= 1.0

@@ -59,7 +59,10 @@ def test_feature_values_for_one_customer_by_hand(spark, tiny_lake, tiny_data):
     assert row["spend_all"] == pytest.approx(mine["price"].sum())
     assert row["days_since_last_purchase"] == (cutoff - mine["t_dat"].max()).days
     assert row["online_share"] == pytest.approx((mine["sales_channel_id"] == 2).mean())
-    assert features.where(F.col("as_of_week") == week).count() == len(read_lines(tiny_data / "customers.csv")) - 1
+    assert (
+        features.where(F.col("as_of_week") == week).count()
+        == len(read_lines(tiny_data / "customers.csv")) - 1
+    )
 
 
 def test_default_splits_are_the_last_two_weeks_and_ground_truth_is_exact(spark, tiny_lake, tiny_data):
@@ -75,9 +78,15 @@ def test_default_splits_are_the_last_two_weeks_and_ground_truth_is_exact(spark, 
     assert {r.customer_id: set(r.article_ids) for r in truth.itertuples()} == expected
     training = read_table(spark, tables, "retrieval_training_set")
     assert training.agg(F.max("t_dat")).first()[0] < test_start - timedelta(days=7)
-    assert {"customer_id", "age", "month_sin", "month_cos", "article_id", "garment_group_name", "index_group_name"} <= set(
-        training.columns
-    )
+    assert {
+        "customer_id",
+        "age",
+        "month_sin",
+        "month_cos",
+        "article_id",
+        "garment_group_name",
+        "index_group_name",
+    } <= set(training.columns)
 
 
 def _edit_customer_age(path: Path, new_age: str) -> str:
@@ -112,13 +121,21 @@ def test_incremental_run_equals_a_full_recompute(spark, data_copy, lakehouse):
     assert 0 < incremental["changed_customers"] < 800
 
     tables = params.tables
-    weeks = sorted(r[0] for r in read_table(spark, tables, "ground_truth").select("week").distinct().collect())
+    weeks = sorted(
+        r[0] for r in read_table(spark, tables, "ground_truth").select("week").distinct().collect()
+    )
     window = list(range(weeks[-1] - 2, weeks[-1] + 1))
     got = {
-        t: _sorted(read_table(spark, tables, t).where(F.col("as_of_week").isin(window)).drop("_row_hash"), [k, "as_of_week"])
+        t: _sorted(
+            read_table(spark, tables, t).where(F.col("as_of_week").isin(window)).drop("_row_hash"),
+            [k, "as_of_week"],
+        )
         for t, k in (("customer_features", "customer_id"), ("article_features", "article_id"))
     }
-    assert run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3, full=True), spark)["mode"] == "full"
+    assert (
+        run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3, full=True), spark)["mode"]
+        == "full"
+    )
     for table, key in (("customer_features", "customer_id"), ("article_features", "article_id")):
         expected = _sorted(read_table(spark, tables, table).drop("_row_hash"), [key, "as_of_week"])
         pd.testing.assert_frame_equal(got[table], expected, check_exact=False, rtol=1e-9)
@@ -130,3 +147,25 @@ def test_rerun_without_changes_rewrites_no_feature(spark, tiny_lake):
     assert again["mode"] == "incremental"
     assert again["new_weeks"] == 0 and again["refreshed_weeks"] == 0
     assert all(v["rows_written"] == 0 for v in again["features"].values())
+
+
+def test_purchase_history_is_point_in_time_latest_last(spark):
+    from fashionrec.features.history import history_before, weekly_history
+
+    week = week_of(date(2020, 9, 16))
+    day = first_day(week)
+    rows = [
+        ("c1", day - timedelta(days=20), "a1"),
+        ("c1", day - timedelta(days=9), "a2"),
+        ("c1", day - timedelta(days=2), "a3"),
+        ("c1", day, "a4"),  # in the week itself: never part of its history
+        ("c2", day + timedelta(days=1), "a5"),
+    ]
+    tx = spark.createDataFrame(rows, "customer_id string, t_dat date, article_id string")
+    assert {r["customer_id"]: r["history"] for r in history_before(tx, week, n=2).collect()} == {
+        "c1": ["a2", "a3"]
+    }
+    weekly = {(r["customer_id"], r["week"]): r["history"] for r in weekly_history(tx, n=2).collect()}
+    assert weekly[("c1", week)] == ["a2", "a3"]
+    assert weekly[("c1", week - 1)] == ["a1", "a2"]  # a3 (2 days before the week) is in week - 1
+    assert weekly[("c2", week)] == []

@@ -18,6 +18,8 @@ def test_notebook_runs_as_a_script(notebook, tiny_lake):
     tables, _ = tiny_lake
     assert notebook.read_text().startswith("# Databricks notebook source")
     env = {**os.environ, "FASHIONREC_LAKEHOUSE": tables.lakehouse, "FASHIONREC_DRIVER_MEMORY": "1g"}
-    result = subprocess.run([sys.executable, str(notebook)], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(notebook)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transactions" in result.stdout and "version" in result.stdout

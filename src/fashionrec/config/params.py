@@ -100,6 +100,9 @@ class FeaturesParams(LakeParams):
     full: bool = False
     # Above this share of changed customers or articles, a full recompute is cheaper than a partial one.
     full_recompute_share: float = 0.5
+    # Weeks of purchases before the validation week in the retrieval training set (0: all of them).
+    # Fashion taste drifts; recent weeks train a better retrieval model and keep the set small.
+    retrieval_weeks: int = 16
 
     def __post_init__(self) -> None:
         if self.feature_weeks < 1:
@@ -115,6 +118,53 @@ class EvaluateParams(LakeParams):
     # Length of each method's list: MAP/NDCG use the first k, recall@100 the first 100 (candidate quality).
     candidates: int = 100
     # Folder of the synthetic data set; its truth.npz gives the oracle bound (skipped for real data).
+    data_path: str = "data/small"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    reports_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class RetrievalParams(LakeParams):
+    """Train the two-tower retrieval model; optionally tune it first with Hyperopt SparkTrials."""
+
+    # Folder the towers and the index are written to (a Volume on Databricks: Spark workers write it).
+    artifacts_dir: str = "artifacts"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    # Data-parallel workers (Spark barrier tasks, MultiWorkerMirroredStrategy); 1 trains in the driver.
+    workers: int = 1
+    # Hyperopt trials before the final training (0: train once with the values below).
+    max_evals: int = 0
+    parallelism: int = 1
+    embedding_dim: int = 64
+    depth: int = 1
+    learning_rate: float = 0.005
+    batch_size: int = 1024
+    temperature: float = 0.05
+    epochs: int = 3
+    customer_dropout: float = 0.05
+    logq_correction: bool = True
+    # Customers with fewer purchases before the validation week share the out-of-vocabulary embedding.
+    min_customer_purchases: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.max_evals < 0:
+            raise ValueError(f"max_evals must not be negative, got {self.max_evals}")
+
+
+@dataclass(frozen=True)
+class IndexParams(LakeParams):
+    """Embed the catalogue, build the FAISS index, and measure retrieval on the test week."""
+
+    artifacts_dir: str = "artifacts"
+    # auto (exact inner product up to 300k articles, HNSW above), exact or hnsw.
+    index_kind: str = "auto"
+    candidates: int = 100
+    split: str = "test"
     data_path: str = "data/small"
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"

@@ -23,6 +23,7 @@ class Tables:
     GROUND_TRUTH = "ground_truth"
     RETRIEVAL_TRAINING_SET = "retrieval_training_set"
     FEATURE_STATE = "feature_state"
+    RETRIEVAL_CANDIDATES = "retrieval_candidates"
 
 
 @dataclass(frozen=True)

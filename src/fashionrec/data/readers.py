@@ -34,7 +34,9 @@ def read_header(spark: SparkSession, path: str) -> list[str]:
     try:
         first = spark.read.text(path).limit(1).collect()
     except Exception as exc:  # AnalysisException for a missing path
-        raise SourceFileError(f"{path}: cannot read file ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+        raise SourceFileError(
+            f"{path}: cannot read file ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
     if not first or not first[0][0].strip():
         raise SourceFileError(f"{path}: file is empty, expected a header line")
     return [name.strip().strip('"') for name in first[0][0].lstrip("\ufeff").split(",")]

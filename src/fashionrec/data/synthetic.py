@@ -115,7 +115,9 @@ def make_catalogue(rng: np.random.Generator, n_articles: int, weeks: int) -> Cat
         p_index[i] = index_pos[codes[rng.choice(len(codes), p=w / w.sum())]]
     app_w = np.array([a[2] for a in V.APPEARANCES])
     p_app = rng.choice(len(V.APPEARANCES), n_products, p=app_w / app_w.sum())
-    p_launch = np.where(rng.random(n_products) < 0.35, rng.integers(-60, 0, n_products), rng.integers(0, weeks, n_products))
+    p_launch = np.where(
+        rng.random(n_products) < 0.35, rng.integers(-60, 0, n_products), rng.integers(0, weeks, n_products)
+    )
     order = np.argsort(p_launch, kind="stable")  # older products have smaller product codes, as at H&M
     codes_sorted = np.sort(rng.choice(np.arange(108_000, 960_000), n_products, replace=False))
     p_code = np.empty(n_products, dtype=np.int64)
@@ -223,7 +225,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def make_customers(rng: np.random.Generator, n: int, weeks: int, items_per_week: float) -> Customers:
     mix = rng.random(n)
-    age = np.where(mix < 0.55, rng.normal(26, 5, n), np.where(mix < 0.85, rng.normal(50, 9, n), rng.uniform(16, 80, n)))
+    age = np.where(
+        mix < 0.55, rng.normal(26, 5, n), np.where(mix < 0.85, rng.normal(50, 9, n), rng.uniform(16, 80, n))
+    )
     age = np.clip(np.round(age), 16, 99)
     man = rng.random(n) < 0.12
     parent = rng.random(n) < np.where((age >= 26) & (age <= 45), 0.35, 0.08)
@@ -257,8 +261,16 @@ def make_customers(rng: np.random.Generator, n: int, weeks: int, items_per_week:
 
     fn = rng.random(n) < np.where(young, 0.45, 0.3)
     active = np.where(fn, rng.random(n) < 0.97, rng.random(n) < 0.01)
-    club = rng.choice(np.array(["ACTIVE", "PRE-CREATE", "LEFT CLUB", ""], dtype=object), n, p=[0.9275, 0.0677, 0.0004, 0.0044])
-    news = np.where(fn, np.where(rng.random(n) < 0.98, "Regularly", "Monthly"), np.where(rng.random(n) < 0.985, "NONE", ""))
+    club = rng.choice(
+        np.array(["ACTIVE", "PRE-CREATE", "LEFT CLUB", ""], dtype=object),
+        n,
+        p=[0.9275, 0.0677, 0.0004, 0.0044],
+    )
+    news = np.where(
+        fn,
+        np.where(rng.random(n) < 0.98, "Regularly", "Monthly"),
+        np.where(rng.random(n) < 0.985, "NONE", ""),
+    )
     n_postal = max(1, n // 4)
     postal_pool = _hex_ids(rng, n_postal)
     postal = np.where(rng.random(n) < 0.08, postal_pool[0], postal_pool[rng.zipf(1.6, n) % n_postal])
@@ -333,7 +345,9 @@ def _choose(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (cum < u[:, None]).sum(axis=1)
 
 
-def _new_items(cat: Catalogue, cus: Customers, who: np.ndarray, pop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _new_items(
+    cat: Catalogue, cus: Customers, who: np.ndarray, pop: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     n_types, n_masters = len(V.PRODUCT_TYPES), len(MASTERS)
     n_cells = len(V.INDEXES) * n_types
     groups = cat.cell * n_masters + cat.master
@@ -346,7 +360,9 @@ def _new_items(cat: Catalogue, cus: Customers, who: np.ndarray, pop: np.ndarray,
     out = np.empty(len(who), dtype=np.int64)
     for lo in range(0, len(who), 20_000):
         c = who[lo : lo + 20_000]
-        p_cell = np.einsum("bi,bt,it->bit", cus.index_pref[c], cus.type_pref[c], cell_mass).reshape(len(c), -1)
+        p_cell = np.einsum("bi,bt,it->bit", cus.index_pref[c], cus.type_pref[c], cell_mass).reshape(
+            len(c), -1
+        )
         cell = _choose(p_cell, rng)
         m = _choose(cus.colour_pref[c] * group_mass[cell], rng)
         g = cell * n_masters + m
@@ -437,9 +453,17 @@ def generate(scale: str | Scale, out: str | Path, seed: int = 42, progress: bool
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     rows = 0
     schema = pa.schema(
-        [("t_dat", pa.string()), ("customer_id", pa.string()), ("article_id", pa.string()), ("price", pa.float64()), ("sales_channel_id", pa.int64())]
+        [
+            ("t_dat", pa.string()),
+            ("customer_id", pa.string()),
+            ("article_id", pa.string()),
+            ("price", pa.float64()),
+            ("sales_channel_id", pa.int64()),
+        ]
     )
-    weeks = tqdm(range(sc.weeks), desc=f"generating {sc.name} transactions", unit="week", disable=not progress)
+    weeks = tqdm(
+        range(sc.weeks), desc=f"generating {sc.name} transactions", unit="week", disable=not progress
+    )
     with open(tmp, "wb") as sink, pacsv.CSVWriter(sink, schema, write_options=options) as writer:
         sink.write((",".join(schema.names) + "\n").encode())  # Kaggle's header is unquoted
         for week in weeks:

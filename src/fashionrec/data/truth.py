@@ -30,13 +30,23 @@ class SyntheticTruth:
         self.article_ids = data["article_ids"]
         self.customer_pos = {c: i for i, c in enumerate(self.customer_ids)}
         self.article_pos = {a: i for i, a in enumerate(self.article_ids)}
-        self.index_pref, self.type_pref, self.colour_pref = data["index_pref"], data["type_pref"], data["colour_pref"]
+        self.index_pref, self.type_pref, self.colour_pref = (
+            data["index_pref"],
+            data["type_pref"],
+            data["colour_pref"],
+        )
         self.repeat = data["repeat"]
-        self.cell, self.master, self.product = data["article_cell"], data["article_master"], data["article_product"]
+        self.cell, self.master, self.product = (
+            data["article_cell"],
+            data["article_master"],
+            data["article_product"],
+        )
         self.popularity = data["popularity"]
         self.weeks = self.popularity.shape[0] - 2
         self._by_product = np.argsort(self.product, kind="stable")
-        self._product_start = np.searchsorted(self.product[self._by_product], np.arange(self.product.max() + 2))
+        self._product_start = np.searchsorted(
+            self.product[self._by_product], np.arange(self.product.max() + 2)
+        )
 
     def generated_week(self, first_day_iso: str) -> int:
         """The generator's week number of a week starting on `first_day_iso` (a Wednesday)."""
@@ -52,7 +62,9 @@ class SyntheticTruth:
         pop = self.popularity[week].astype(np.float64)
         groups = self.cell * n_masters + self.master
         n_cells = self.index_pref.shape[1] * n_types
-        group_mass = np.bincount(groups, weights=pop, minlength=n_cells * n_masters).reshape(n_cells, n_masters)
+        group_mass = np.bincount(groups, weights=pop, minlength=n_cells * n_masters).reshape(
+            n_cells, n_masters
+        )
         cell_mass = group_mass.sum(axis=1)
         rows = np.array([self.customer_pos[c] for c in customers])
         cell_index = np.arange(n_cells) // n_types
@@ -62,7 +74,9 @@ class SyntheticTruth:
         p_cell /= p_cell.sum(axis=1, keepdims=True)
         z_colour = self.colour_pref[rows] @ group_mass.T  # (customers, cells)
         with np.errstate(divide="ignore", invalid="ignore"):
-            within = np.where(group_mass[self.cell, self.master] > 0, pop / group_mass[self.cell, self.master], 0.0)
+            within = np.where(
+                group_mass[self.cell, self.master] > 0, pop / group_mass[self.cell, self.master], 0.0
+            )
             p_new = (
                 p_cell[:, self.cell]
                 * self.colour_pref[rows][:, self.master]
@@ -73,7 +87,11 @@ class SyntheticTruth:
         p_new = np.nan_to_num(p_new)
         out = np.empty_like(p_new)
         for i, c in enumerate(customers):
-            recent = [self.article_pos[a] for a in list(history.get(c, ()))[-HISTORY_SLOTS:] if a in self.article_pos]
+            recent = [
+                self.article_pos[a]
+                for a in list(history.get(c, ()))[-HISTORY_SLOTS:]
+                if a in self.article_pos
+            ]
             if not recent:
                 out[i] = p_new[i]
                 continue
@@ -88,7 +106,12 @@ class SyntheticTruth:
         return out
 
     def top_k(
-        self, customers: Sequence[str], week: int, history: Mapping[str, Sequence[str]], k: int, chunk: int = 512
+        self,
+        customers: Sequence[str],
+        week: int,
+        history: Mapping[str, Sequence[str]],
+        k: int,
+        chunk: int = 512,
     ) -> dict[str, list[str]]:
         known = [c for c in customers if c in self.customer_pos]
         out: dict[str, list[str]] = {}

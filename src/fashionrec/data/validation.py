@@ -45,7 +45,9 @@ class Validated:
 
     rows: DataFrame
     spec: TableSpec
-    lines: DataFrame  # the parsed source lines, to give rows flagged late (duplicates, unknown keys) their text
+    lines: (
+        DataFrame  # the parsed source lines, to give rows flagged late (duplicates, unknown keys) their text
+    )
 
     def good(self) -> DataFrame:
         return self.rows.where(~F.col(BAD)).select(*self.spec.column_names)
@@ -74,7 +76,9 @@ def _typed(rule: Column, raw: SparkColumn) -> SparkColumn:
     if rule.kind == "date":
         return F.try_to_timestamp(text, F.lit("yyyy-MM-dd")).cast("date")
     if rule.kind == "id" and rule.pad_digits:
-        return F.when(text.rlike(r"^[0-9]+$") & (F.length(text) < rule.pad_digits), F.lpad(text, rule.pad_digits, "0")).otherwise(text)
+        return F.when(
+            text.rlike(r"^[0-9]+$") & (F.length(text) < rule.pad_digits), F.lpad(text, rule.pad_digits, "0")
+        ).otherwise(text)
     return text
 
 

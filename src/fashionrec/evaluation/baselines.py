@@ -31,10 +31,14 @@ def popular_last_week(transactions: DataFrame, week: int, k: int) -> list[str]:
     return _top(_before(transactions, week, 1).groupBy("article_id").agg(F.count("*").alias("score")), k)
 
 
-def decayed_popularity(transactions: DataFrame, week: int, k: int, half_life_days: float = 7.0, weeks_back: int = 8) -> list[str]:
+def decayed_popularity(
+    transactions: DataFrame, week: int, k: int, half_life_days: float = 7.0, weeks_back: int = 8
+) -> list[str]:
     """Sales weighted by 0.5 ** (days before the target week / half life)."""
     days = F.datediff(F.lit(first_day(week)), F.col("t_dat"))
-    weighted = _before(transactions, week, weeks_back).withColumn("w", F.pow(F.lit(0.5), days / half_life_days))
+    weighted = _before(transactions, week, weeks_back).withColumn(
+        "w", F.pow(F.lit(0.5), days / half_life_days)
+    )
     return _top(weighted.groupBy("article_id").agg(F.sum("w").alias("score")), k)
 
 
@@ -43,7 +47,12 @@ def _fill(own: list[str], fallback: list[str], k: int) -> list[str]:
 
 
 def repurchase(
-    transactions: DataFrame, customers: DataFrame, week: int, k: int, fallback: list[str], weeks_back: int = 12
+    transactions: DataFrame,
+    customers: DataFrame,
+    week: int,
+    k: int,
+    fallback: list[str],
+    weeks_back: int = 12,
 ) -> dict[str, list[str]]:
     """The customer's most recently bought distinct articles, then the popular fallback list."""
     recent = (
@@ -53,11 +62,19 @@ def repurchase(
         .agg(F.max("t_dat").alias("last"), F.count("*").alias("n"))
     )
     ranked = recent.withColumn(
-        "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("last"), F.desc("n"), "article_id"))
+        "rank",
+        F.row_number().over(
+            Window.partitionBy("customer_id").orderBy(F.desc("last"), F.desc("n"), "article_id")
+        ),
     ).where(F.col("rank") <= k)
-    lists = ranked.groupBy("customer_id").agg(F.sort_array(F.collect_list(F.struct("rank", "article_id"))).alias("l"))
+    lists = ranked.groupBy("customer_id").agg(
+        F.sort_array(F.collect_list(F.struct("rank", "article_id"))).alias("l")
+    )
     own = {r["customer_id"]: [x["article_id"] for x in r["l"]] for r in lists.collect()}
-    return {r["customer_id"]: _fill(own.get(r["customer_id"], []), fallback, k) for r in customers.select("customer_id").collect()}
+    return {
+        r["customer_id"]: _fill(own.get(r["customer_id"], []), fallback, k)
+        for r in customers.select("customer_id").collect()
+    }
 
 
 def age_band(age: F.Column) -> F.Column:
@@ -68,7 +85,13 @@ def age_band(age: F.Column) -> F.Column:
 
 
 def age_band_popular(
-    transactions: DataFrame, customers: DataFrame, all_customers: DataFrame, week: int, k: int, fallback: list[str], weeks_back: int = 2
+    transactions: DataFrame,
+    customers: DataFrame,
+    all_customers: DataFrame,
+    week: int,
+    k: int,
+    fallback: list[str],
+    weeks_back: int = 2,
 ) -> dict[str, list[str]]:
     """Best sellers of the last weeks among customers of the same age band (unknown age: fallback)."""
     buyers = all_customers.select("customer_id", age_band(F.col("age")).alias("band"))

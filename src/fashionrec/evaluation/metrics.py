@@ -79,8 +79,6 @@ def evaluate(
         shown = {item for c in customers for item in _dedupe(predicted.get(c, ()))[:k]}
         out["coverage"] = len(shown) / catalog_size
     if product_type is not None:
-        out["diversity"] = mean(
-            lambda a, p: len({product_type.get(i) for i in _dedupe(p)[:k]} - {None})
-        )
+        out["diversity"] = mean(lambda a, p: len({product_type.get(i) for i in _dedupe(p)[:k]} - {None}))
     out["customers"] = float(n)
     return out

@@ -13,13 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def metric_rows(results: Mapping[str, Mapping[str, float]], oracle: str | None = "oracle") -> list[dict[str, float | str]]:
+def metric_rows(
+    results: Mapping[str, Mapping[str, float]], oracle: str | None = "oracle"
+) -> list[dict[str, float | str]]:
     """One row per method, best MAP first, with its share of the oracle's MAP when there is one."""
     key = next(k for k in next(iter(results.values())) if k.startswith("map@"))
     bound = results.get(oracle, {}).get(key) if oracle else None
     rows = []
     for method, metrics in sorted(results.items(), key=lambda kv: -kv[1][key]):
-        row: dict[str, float | str] = {"method": method, **{k: v for k, v in metrics.items() if k != "customers"}}
+        row: dict[str, float | str] = {
+            "method": method,
+            **{k: v for k, v in metrics.items() if k != "customers"},
+        }
         if bound:
             row["share_of_oracle"] = metrics[key] / bound
         rows.append(row)

@@ -30,7 +30,9 @@ from fashionrec.training.tracking import metric_name, tracked_run
 Predictions = dict[str, list[str]]
 
 
-def recent_history(transactions: DataFrame, customers: DataFrame, week: int, n: int = 12) -> dict[str, list[str]]:
+def recent_history(
+    transactions: DataFrame, customers: DataFrame, week: int, n: int = 12
+) -> dict[str, list[str]]:
     """Each customer's last `n` purchases before `week`, oldest first."""
     ordered = Window.partitionBy("customer_id").orderBy(F.desc("t_dat"), F.desc("txn_id"))
     recent = (
@@ -55,7 +57,9 @@ def baseline_methods(
         "popular_last_week": dict.fromkeys(customer_ids, popular),
         "decayed_popularity": dict.fromkeys(customer_ids, decayed),
         "repurchase_then_popular": baselines.repurchase(transactions, targets, week, k, fallback=decayed),
-        "age_band_popular": baselines.age_band_popular(transactions, targets, all_customers, week, k, fallback=decayed),
+        "age_band_popular": baselines.age_band_popular(
+            transactions, targets, all_customers, week, k, fallback=decayed
+        ),
     }
 
 
@@ -72,6 +76,21 @@ def oracle_method(
         return None  # the lakehouse holds another data set than data_path
     history = recent_history(transactions, targets, week)
     return truth.top_k(customers, truth.generated_week(first_day(week).isoformat()), history, k)
+
+
+STORED_METHODS = {"two_tower": Tables.RETRIEVAL_CANDIDATES}
+
+
+def stored_methods(spark: SparkSession, params: EvaluateParams, split: str) -> dict[str, Predictions]:
+    """Top-k lists that model stages wrote to the lakehouse for this split (absent tables are skipped)."""
+    out: dict[str, Predictions] = {}
+    for method, table in STORED_METHODS.items():
+        if current_version(spark, params.tables, table) is None:
+            continue
+        rows = read_table(spark, params.tables, table).where(F.col("split") == split).collect()
+        if rows:
+            out[method] = {r["customer_id"]: list(r["article_ids"]) for r in rows}
+    return out
 
 
 def evaluate_methods(
@@ -96,7 +115,9 @@ def run_evaluate(
     versions = {t: current_version(spark, tables, t) for t in sources}
     missing = [t for t, v in versions.items() if v is None]
     if missing:
-        raise ValueError(f"table(s) {', '.join(missing)} not found in {tables.describe()}: run ingest and features first")
+        raise ValueError(
+            f"table(s) {', '.join(missing)} not found in {tables.describe()}: run ingest and features first"
+        )
     snap = {t: read_table(spark, tables, t, version=versions[t]) for t in sources}
     splits = Splits.from_frame(snap[Tables.SPLITS])
     week = splits.target_week(params.split)
@@ -107,6 +128,7 @@ def run_evaluate(
 
     n = max(params.k, params.candidates)
     methods = baseline_methods(tx, snap[Tables.CUSTOMERS], targets, week, n)
+    methods.update(stored_methods(spark, params, params.split))
     if extra_methods is not None:
         methods.update(extra_methods(spark, splits, targets))
     oracle = oracle_method(params.data_path, tx, targets, week, n)
@@ -119,11 +141,15 @@ def run_evaluate(
     targets.unpersist()
     rows = metric_rows(results)
     week_label = f"{params.split} week {first_day(week)}"
-    chart = map_bar_chart(rows, Path(params.reports_dir) / f"map_{params.split}.png", f"MAP@{params.k} · {week_label}")
+    chart = map_bar_chart(
+        rows, Path(params.reports_dir) / f"map_{params.split}.png", f"MAP@{params.k} · {week_label}"
+    )
     table_path = Path(params.reports_dir) / f"metrics_{params.split}.json"
     table_path.write_text(json.dumps(rows, indent=2))
 
-    with tracked_run(params.mlflow_tracking_uri, params.experiment, f"evaluate-{params.split}", {"task": "evaluate"}) as run:
+    with tracked_run(
+        params.mlflow_tracking_uri, params.experiment, f"evaluate-{params.split}", {"task": "evaluate"}
+    ) as run:
         mlflow.log_params({"split": params.split, "k": params.k, "target_week": str(first_day(week))})
         mlflow.log_params({f"version.{t}": v for t, v in versions.items()})
         for method, metrics in results.items():

@@ -43,51 +43,75 @@ def article_description(articles: DataFrame) -> F.Column:
     return F.concat_ws(". ", *parts)
 
 
-def _as_of(weekly: DataFrame, week: int) -> DataFrame:
-    past = weekly.where(F.col("week") < week)
+HISTORY_COLUMNS = [
+    "sales_1w",
+    "sales_4w",
+    "_sales_prev4",
+    "sales_all",
+    "_first_week",
+    "_price_sum",
+    "_age_sum",
+    "_age_n",
+]
 
-    def sales(condition):
-        return F.sum(F.when(condition, F.col("n")).otherwise(0))
 
+def _history(weekly: DataFrame, weeks: list[int]) -> DataFrame:
+    """(article_id, as_of_week, history columns): one aggregation with conditional sums for all weeks."""
     w = F.col("week")
-    return (
-        past.groupBy("article_id")
-        .agg(
-            sales(w >= week - 1).alias("sales_1w"),
-            sales(w >= week - 4).alias("sales_4w"),
-            sales((w >= week - 5) & (w < week - 1)).alias("_sales_prev4"),
-            F.sum("n").alias("sales_all"),
-            F.min("week").alias("_first_week"),
-            F.sum("price_sum").alias("_price_sum"),
-            F.sum("age_sum").alias("_age_sum"),
-            F.sum("age_n").alias("_age_n"),
-        )
-        .withColumn("as_of_week", F.lit(week))
+
+    def total(column: str, condition) -> F.Column:
+        return F.sum(F.when(condition, F.col(column)).otherwise(0))
+
+    aggs = []
+    for week in weeks:
+        before = w < week
+        aggs += [
+            total("n", before & (w >= week - 1)).alias(f"sales_1w__{week}"),
+            total("n", before & (w >= week - 4)).alias(f"sales_4w__{week}"),
+            total("n", (w >= week - 5) & (w < week - 1)).alias(f"_sales_prev4__{week}"),
+            total("n", before).alias(f"sales_all__{week}"),
+            F.min(F.when(before, w)).alias(f"_first_week__{week}"),
+            total("price_sum", before).alias(f"_price_sum__{week}"),
+            total("age_sum", before).alias(f"_age_sum__{week}"),
+            total("age_n", before).alias(f"_age_n__{week}"),
+        ]
+    per_week = F.array(
+        *[
+            F.struct(
+                F.lit(week).alias("as_of_week"), *[F.col(f"{c}__{week}").alias(c) for c in HISTORY_COLUMNS]
+            )
+            for week in weeks
+        ]
     )
+    wide = weekly.groupBy("article_id").agg(*aggs)
+    return wide.select("article_id", F.explode(per_week).alias("h")).select("article_id", "h.*")
 
 
 def article_features(
     transactions: DataFrame, customers: DataFrame, articles: DataFrame, weeks: list[int]
 ) -> DataFrame:
     """One row per (article in `articles`, week in `weeks`); unsold articles get zeros."""
-    tx = transactions.withColumn("week", week_col(F.col("t_dat"))).join(
-        customers.select("customer_id", F.col("age").cast("double").alias("buyer_age")), "customer_id", "left"
+    tx = (
+        transactions.withColumn("week", week_col(F.col("t_dat")))
+        .where(F.col("week") < max(weeks))
+        .join(
+            # Broadcast: 1.4M (id, age) pairs fit in memory and spare a shuffle of every transaction.
+            F.broadcast(customers.select("customer_id", F.col("age").cast("double").alias("buyer_age"))),
+            "customer_id",
+            "left",
+        )
     )
     weekly = tx.groupBy("article_id", "week").agg(
         F.count("*").alias("n"),
         F.sum("price").alias("price_sum"),
         F.sum("buyer_age").alias("age_sum"),
         F.count("buyer_age").alias("age_n"),
-    ).persist()  # read by every as-of week; run_features clears the cache when it is done
-    history = None
-    for week in weeks:
-        part = _as_of(weekly, week)
-        history = part if history is None else history.unionByName(part)
-    assert history is not None, "weeks must not be empty"
-    spark = articles.sparkSession
-    grid = articles.select("article_id", *CATEGORICAL, article_description(articles).alias("description")).crossJoin(
-        F.broadcast(spark.createDataFrame([(w,) for w in weeks], "as_of_week int"))
     )
+    history = _history(weekly, weeks)
+    spark = articles.sparkSession
+    grid = articles.select(
+        "article_id", *CATEGORICAL, article_description(articles).alias("description")
+    ).crossJoin(F.broadcast(spark.createDataFrame([(w,) for w in weeks], "as_of_week int")))
     out = grid.join(history, ["article_id", "as_of_week"], "left").fillna(
         0, subset=["sales_1w", "sales_4w", "_sales_prev4", "sales_all"]
     )

@@ -65,9 +65,22 @@ def _state(spark: SparkSession, tables: TableLocator) -> dict[str, Any] | None:
     return row.asDict() if row else None
 
 
-def _write_state(spark: SparkSession, tables: TableLocator, versions: dict[str, int], weeks: list[int]) -> None:
-    row = [(versions[Tables.TRANSACTIONS], versions[Tables.CUSTOMERS], versions[Tables.ARTICLES], sorted(weeks))]
-    schema = "transactions_version long, customers_version long, articles_version long, as_of_weeks array<int>"
+def _write_state(
+    spark: SparkSession, tables: TableLocator, versions: dict[str, int], weeks: list[int], derived_from: str
+) -> None:
+    row = [
+        (
+            versions[Tables.TRANSACTIONS],
+            versions[Tables.CUSTOMERS],
+            versions[Tables.ARTICLES],
+            sorted(weeks),
+            derived_from,
+        )
+    ]
+    schema = (
+        "transactions_version long, customers_version long, articles_version long, as_of_weeks array<int>, "
+        "derived_from string"
+    )
     overwrite_table(spark.createDataFrame(row, schema), tables, Tables.FEATURE_STATE)
 
 
@@ -80,27 +93,31 @@ def _changed_ids(
     customers, articles, min_week = empty_c, empty_a, None
     tx = read_table(spark, tables, Tables.TRANSACTIONS)
     if versions[Tables.TRANSACTIONS] > state["transactions_version"]:
-        changes = read_changes(spark, tables, Tables.TRANSACTIONS, state["transactions_version"], versions[Tables.TRANSACTIONS])
+        changes = read_changes(
+            spark, tables, Tables.TRANSACTIONS, state["transactions_version"], versions[Tables.TRANSACTIONS]
+        )
         changes = changes.where(F.col("_change_type") != "update_preimage").persist()
         min_week = changes.agg(F.min(week_col(F.col("t_dat")))).first()[0]
         customers = customers.unionByName(changes.select("customer_id"))
         articles = articles.unionByName(changes.select("article_id"))
     if versions[Tables.CUSTOMERS] > state["customers_version"]:
-        changed = read_changes(spark, tables, Tables.CUSTOMERS, state["customers_version"], versions[Tables.CUSTOMERS])
+        changed = read_changes(
+            spark, tables, Tables.CUSTOMERS, state["customers_version"], versions[Tables.CUSTOMERS]
+        )
         ids = changed.select("customer_id")
         customers = customers.unionByName(ids)
         articles = articles.unionByName(tx.join(ids, "customer_id", "left_semi").select("article_id"))
     if versions[Tables.ARTICLES] > state["articles_version"]:
-        changed = read_changes(spark, tables, Tables.ARTICLES, state["articles_version"], versions[Tables.ARTICLES])
+        changed = read_changes(
+            spark, tables, Tables.ARTICLES, state["articles_version"], versions[Tables.ARTICLES]
+        )
         ids = changed.select("article_id")
         articles = articles.unionByName(ids)
         customers = customers.unionByName(tx.join(ids, "article_id", "left_semi").select("customer_id"))
     return customers.distinct(), articles.distinct(), min_week
 
 
-def plan_run(
-    spark: SparkSession, params: FeaturesParams, weeks: list[int], versions: dict[str, int]
-) -> Plan:
+def plan_run(spark: SparkSession, params: FeaturesParams, weeks: list[int], versions: dict[str, int]) -> Plan:
     tables = params.tables
     state = _state(spark, tables)
     outputs = (Tables.CUSTOMER_FEATURES, Tables.ARTICLE_FEATURES)
@@ -114,10 +131,13 @@ def plan_run(
     customers, articles = customers.persist(), articles.persist()
     n_c, n_a = customers.count(), articles.count()
     attributes_changed = (
-        versions[Tables.CUSTOMERS] > state["customers_version"] or versions[Tables.ARTICLES] > state["articles_version"]
+        versions[Tables.CUSTOMERS] > state["customers_version"]
+        or versions[Tables.ARTICLES] > state["articles_version"]
     )
     refresh = [
-        w for w in sorted(done) if w not in new_weeks and (attributes_changed or (min_week is not None and w > min_week))
+        w
+        for w in sorted(done)
+        if w not in new_weeks and (attributes_changed or (min_week is not None and w > min_week))
     ]
     share_c = n_c / max(1, read_table(spark, tables, Tables.CUSTOMERS).count())
     share_a = n_a / max(1, read_table(spark, tables, Tables.ARTICLES).count())
@@ -128,16 +148,26 @@ def plan_run(
 
 def _with_hash(df: DataFrame, keys: list[str]) -> DataFrame:
     values = [c for c in df.columns if c not in keys]
-    return df.withColumn(ROW_HASH, F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in values]))
+    return df.withColumn(
+        ROW_HASH, F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in values])
+    )
 
 
 def _features(
-    kind: str, tx: DataFrame, customers: DataFrame, articles: DataFrame, weeks: list[int], ids: DataFrame | None
+    kind: str,
+    tx: DataFrame,
+    customers: DataFrame,
+    articles: DataFrame,
+    weeks: list[int],
+    ids: DataFrame | None,
 ) -> DataFrame:
     """Customer or article features for `weeks`, restricted to `ids` when given."""
     if kind == "customer":
         if ids is not None:
-            tx, customers = tx.join(ids, "customer_id", "left_semi"), customers.join(ids, "customer_id", "left_semi")
+            tx, customers = (
+                tx.join(ids, "customer_id", "left_semi"),
+                customers.join(ids, "customer_id", "left_semi"),
+            )
         return customer_features(tx, customers, articles, weeks)
     if ids is not None:
         tx, articles = tx.join(ids, "article_id", "left_semi"), articles.join(ids, "article_id", "left_semi")
@@ -181,7 +211,9 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     versions = {t: current_version(spark, tables, t) for t in SOURCES}
     missing = [t for t, v in versions.items() if v is None]
     if missing:
-        raise ValueError(f"source table(s) {', '.join(missing)} not found in {tables.describe()}: run the ingest task first")
+        raise ValueError(
+            f"source table(s) {', '.join(missing)} not found in {tables.describe()}: run the ingest task first"
+        )
     # Read every source at the version recorded in the state, so the run is reproducible.
     snapshot = {t: read_table(spark, tables, t, version=versions[t]) for t in SOURCES}
     splits = resolve_splits(snapshot[Tables.TRANSACTIONS], params.test_week_start)
@@ -190,15 +222,32 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     log.info("features plan: %s", plan)
     figures = _update_features(spark, params, plan, snapshot)
 
-    overwrite_table(splits.to_frame(spark), tables, Tables.SPLITS)
-    truth_version = overwrite_table(ground_truth(snapshot[Tables.TRANSACTIONS], splits), tables, Tables.GROUND_TRUTH)
-    training = retrieval_training_set(*(snapshot[t] for t in SOURCES), splits)
-    training_version = overwrite_table(training, tables, Tables.RETRIEVAL_TRAINING_SET)
-    done = set(weeks)
+    # Splits, ground truth and the training set depend only on the source versions and two parameters:
+    # when none of them changed since the last run, the tables are current and are not rewritten.
     state = _state(spark, tables)
+    derived_from = f"test_week={splits.test_week};retrieval_weeks={params.retrieval_weeks}"
+    derived = (Tables.SPLITS, Tables.GROUND_TRUTH, Tables.RETRIEVAL_TRAINING_SET)
+    current = (
+        plan.mode == "incremental"
+        and state is not None
+        and state.get("derived_from") == derived_from
+        and all(state[f"{t}_version"] == versions[t] for t in SOURCES)
+        and all(table_exists(spark, tables, t) for t in derived)
+    )
+    if current:
+        truth_version = current_version(spark, tables, Tables.GROUND_TRUTH)
+        training_version = current_version(spark, tables, Tables.RETRIEVAL_TRAINING_SET)
+    else:
+        overwrite_table(splits.to_frame(spark), tables, Tables.SPLITS)
+        truth_version = overwrite_table(
+            ground_truth(snapshot[Tables.TRANSACTIONS], splits), tables, Tables.GROUND_TRUTH
+        )
+        training = retrieval_training_set(*(snapshot[t] for t in SOURCES), splits, params.retrieval_weeks)
+        training_version = overwrite_table(training, tables, Tables.RETRIEVAL_TRAINING_SET)
+    done = set(weeks)
     if plan.mode == "incremental" and state:
         done |= set(state["as_of_weeks"])
-    _write_state(spark, tables, versions, sorted(done))
+    _write_state(spark, tables, versions, sorted(done), derived_from)
     spark.catalog.clearCache()  # the weekly aggregates and change sets cached above
 
     truth = read_table(spark, tables, Tables.GROUND_TRUTH)
@@ -215,10 +264,9 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
             name: {"week": week, "first_day": str(start) if start else "", "last_day": str(end)}
             for name, week, start, end in splits.rows()
         },
-        "ground_truth_customers": {
-            s: truth.where(F.col("split") == s).count() for s in ("val", "test")
-        },
+        "ground_truth_customers": {s: truth.where(F.col("split") == s).count() for s in ("val", "test")},
         "retrieval_training_rows": read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count(),
+        "derived_tables": "current, not rewritten" if current else "rewritten",
         "versions_read": versions,
         "versions_written": {
             Tables.GROUND_TRUTH: truth_version,

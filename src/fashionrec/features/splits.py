@@ -63,7 +63,9 @@ def ground_truth(transactions: DataFrame, splits: Splits) -> DataFrame:
     for split in ("val", "test"):
         week = splits.target_week(split)
         bought = transactions.where(week_col(F.col("t_dat")) == week)
-        first = bought.groupBy("customer_id", "article_id").agg(F.min(F.struct("t_dat", "txn_id")).alias("first"))
+        first = bought.groupBy("customer_id", "article_id").agg(
+            F.min(F.struct("t_dat", "txn_id")).alias("first")
+        )
         parts.append(
             first.groupBy("customer_id")
             .agg(F.sort_array(F.collect_list(F.struct("first", "article_id"))).alias("_bought"))

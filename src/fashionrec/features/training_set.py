@@ -6,7 +6,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fashionrec.features.context import with_context
+from fashionrec.features.history import weekly_history
 from fashionrec.features.splits import Splits
+from fashionrec.features.weeks import first_day
 
 CANDIDATE_COLUMNS = [
     "garment_group_name",
@@ -19,18 +21,26 @@ CANDIDATE_COLUMNS = [
 
 
 def retrieval_training_set(
-    transactions: DataFrame, customers: DataFrame, articles: DataFrame, splits: Splits
+    transactions: DataFrame, customers: DataFrame, articles: DataFrame, splits: Splits, weeks: int = 0
 ) -> DataFrame:
-    """Purchases before the validation week with query (customer, age, month) and candidate features."""
+    """Purchases before the validation week with query (customer, age, month, recent purchases) and
+    candidate features. `history` holds the customer's last purchases of earlier weeks (point in time)."""
     train = with_context(transactions).where(F.col("week") < splits.val_week)
+    if weeks > 0:
+        train = train.where(F.col("week") >= splits.val_week - weeks)
+    history = weekly_history(transactions.where(F.col("t_dat") < F.lit(first_day(splits.val_week))))
     return (
-        train.join(customers.select("customer_id", F.col("age").cast("double").alias("age")), "customer_id", "left")
+        train.join(history, ["customer_id", "week"], "left")
+        .join(
+            customers.select("customer_id", F.col("age").cast("double").alias("age")), "customer_id", "left"
+        )
         .join(articles.select("article_id", *CANDIDATE_COLUMNS), "article_id", "left")
         .select(
             "customer_id",
             "age",
             "month_sin",
             "month_cos",
+            F.coalesce("history", F.array().cast("array<string>")).alias("history"),
             "week",
             "t_dat",
             "article_id",

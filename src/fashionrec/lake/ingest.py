@@ -75,7 +75,8 @@ def _validated(
     checked = Validated(cached, spec, checked.lines)
     if spec.foreign_keys:
         references = {
-            column: read_table(spark, tables, table).select(column) for column, table in spec.foreign_keys.items()
+            column: read_table(spark, tables, table).select(column)
+            for column, table in spec.foreign_keys.items()
         }
         return flag_unknown_references(checked, references), cached
     return flag_duplicates(checked, list(spec.keys)), cached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -40,6 +41,9 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
     if active is not None:
         return active
     cores = os.cpu_count() or 2
+    # Python tasks (barrier training, Hyperopt trials, pandas UDFs) must run in this interpreter, the
+    # one with fashionrec and its pinned dependencies, not whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     partitions = os.environ.get("FASHIONREC_SHUFFLE_PARTITIONS", str(2 * cores if testing else 4 * cores))
     builder = (
         SparkSession.builder.appName(app_name)
@@ -57,7 +61,9 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
         .config("spark.databricks.delta.properties.defaults.enableChangeDataFeed", "true")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", "-Dlog4j2.level=ERROR"))
+        .config(
+            "spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", "-Dlog4j2.level=ERROR")
+        )
     )
     if testing:
         builder = builder.config("spark.ui.enabled", "false")

@@ -18,7 +18,9 @@ def metric_name(*parts: str) -> str:
 
 
 @contextmanager
-def tracked_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Any]:
+def tracked_run(
+    tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
     """An MLflow run on `tracking_uri` (e.g. sqlite:///mlflow.db, or "databricks")."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)

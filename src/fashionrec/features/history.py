@@ -1,0 +1,52 @@
+"""A customer's recent purchases as a feature: the last `n` articles bought before a week.
+
+The two-tower query tower pools these, so a customer unseen at training time still gets a meaningful
+vector. Point in time: the list for week W holds only purchases of weeks before W.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from fashionrec.features.weeks import week_col
+
+HISTORY_LENGTH = 10
+
+
+def _last(items: F.Column, n: int) -> F.Column:
+    """The article ids of the `n` latest (t_dat, article_id) structs, oldest first."""
+    latest = F.slice(F.sort_array(items, asc=False), 1, n)
+    return F.reverse(F.transform(latest, lambda s: s["article_id"]))
+
+
+def history_before(transactions: DataFrame, week: int, n: int = HISTORY_LENGTH) -> DataFrame:
+    """(customer_id, history): each customer's last `n` purchases before `week`, oldest first."""
+    ordered = Window.partitionBy("customer_id").orderBy(F.desc("t_dat"), F.desc("article_id"))
+    recent = (
+        transactions.where(week_col(F.col("t_dat")) < week)
+        .withColumn("_r", F.row_number().over(ordered))
+        .where(F.col("_r") <= n)
+    )
+    return recent.groupBy("customer_id").agg(
+        _last(F.collect_list(F.struct("t_dat", "article_id")), n).alias("history")
+    )
+
+
+def weekly_history(transactions: DataFrame, n: int = HISTORY_LENGTH) -> DataFrame:
+    """(customer_id, week, history) for every week a customer bought in: the last `n` purchases before it.
+
+    A window over the customer's previous `n` purchase weeks is enough (each holds at least one purchase),
+    which keeps the window bounded for heavy buyers.
+    """
+    weekly = (
+        transactions.withColumn("week", week_col(F.col("t_dat")))
+        .groupBy("customer_id", "week")
+        .agg(F.collect_list(F.struct("t_dat", "article_id")).alias("_items"))
+    )
+    previous = Window.partitionBy("customer_id").orderBy("week").rowsBetween(-n, -1)
+    return weekly.select(
+        "customer_id",
+        "week",
+        _last(F.flatten(F.collect_list("_items").over(previous)), n).alias("history"),
+    )

@@ -1,0 +1,171 @@
+"""The two-tower model (TensorFlow Recommenders): a query tower for customers, a candidate tower for
+articles, both ending on the unit sphere in one shared space, trained with in-batch softmax.
+
+Towers take integer vocabulary indices (0 = out of vocabulary / padding); the exported encoders add the
+string lookups in front, so serving sends raw ids and training never pays for lookups per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.training.tf_env import import_tensorflow
+
+tf = import_tensorflow()
+import tensorflow_recommenders as tfrs  # noqa: E402  (after TF_USE_LEGACY_KERAS is set)
+
+CATEGORY_DIM = 16
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    embedding_dim: int = 64
+    depth: int = 1  # hidden dense layers before the output layer
+    temperature: float = 0.05
+    logq_correction: bool = True
+
+
+def _mlp(width: int, depth: int, name: str) -> Any:
+    layers = [tf.keras.layers.Dense(width * 2, activation="relu") for _ in range(depth)]
+    return tf.keras.Sequential([*layers, tf.keras.layers.Dense(width)], name=name)
+
+
+class QueryTower(tf.keras.Model):
+    """Customer id (OOV bucket 0), normalised age, month on the unit circle, mean of recent purchases."""
+
+    def __init__(self, customers: int, articles: int, config: TowerConfig) -> None:
+        super().__init__(name="query_tower")
+        dim = config.embedding_dim
+        self.customer_embedding = tf.keras.layers.Embedding(customers, dim, name="customer_embedding")
+        self.history_embedding = tf.keras.layers.Embedding(articles, dim, name="history_embedding")
+        self.mlp = _mlp(dim, config.depth, "query_mlp")
+
+    def call(self, inputs: dict[str, Any]) -> Any:
+        history = inputs["history"]
+        mask = tf.cast(history > 0, tf.float32)[..., tf.newaxis]
+        pooled = tf.reduce_sum(self.history_embedding(history) * mask, axis=1) / tf.maximum(
+            tf.reduce_sum(mask, axis=1), 1.0
+        )
+        dense = tf.stack(
+            [inputs["age"], inputs["age_missing"], inputs["month_sin"], inputs["month_cos"]], axis=1
+        )
+        x = tf.concat([self.customer_embedding(inputs["customer_id"]), pooled, dense], axis=1)
+        return tf.math.l2_normalize(self.mlp(x), axis=1)
+
+
+class CandidateTower(tf.keras.Model):
+    """Article id plus garment group, index group, product type and colour group embeddings."""
+
+    def __init__(self, sizes: dict[str, int], config: TowerConfig) -> None:
+        super().__init__(name="candidate_tower")
+        dim = config.embedding_dim
+        self.article_embedding = tf.keras.layers.Embedding(sizes["article_id"], dim, name="article_embedding")
+        self.category_embeddings = {
+            name: tf.keras.layers.Embedding(sizes[name], CATEGORY_DIM, name=f"{name}_embedding")
+            for name in ARTICLE_CATEGORIES
+        }
+        self.mlp = _mlp(dim, config.depth, "candidate_mlp")
+
+    def call(self, inputs: dict[str, Any]) -> Any:
+        parts = [self.article_embedding(inputs["article_id"])]
+        parts += [self.category_embeddings[name](inputs[name]) for name in ARTICLE_CATEGORIES]
+        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=1)), axis=1)
+
+
+class TwoTower(tfrs.Model):
+    """In-batch softmax over the batch's articles, with the log-Q correction: popular articles appear
+    as in-batch negatives more often, so their logits get log(sampling probability) subtracted."""
+
+    def __init__(self, vocab: Vocabulary, config: TowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.query_tower = QueryTower(vocab.size("customer_id"), vocab.size("article_id"), config)
+        sizes = {"article_id": vocab.size("article_id")} | {n: vocab.size(n) for n in ARTICLE_CATEGORIES}
+        self.candidate_tower = CandidateTower(sizes, config)
+        self.task = tfrs.tasks.Retrieval(temperature=config.temperature)
+
+    def compute_loss(self, features: dict[str, Any], training: bool = False) -> Any:
+        queries = self.query_tower(features)
+        candidates = self.candidate_tower(features)
+        probability = features["sampling_probability"] if self.config.logq_correction else None
+        return self.task(
+            queries,
+            candidates,
+            candidate_sampling_probability=probability,
+            candidate_ids=features["article_id"],
+            compute_metrics=False,
+        )
+
+
+class QueryEncoder(tf.Module):
+    """Raw customer inputs (strings, age with NaN for missing) → query embedding; saved for serving."""
+
+    def __init__(self, tower: QueryTower, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.tower = tower
+        self.customers = tf.keras.layers.StringLookup(vocabulary=vocab.customers, num_oov_indices=1)
+        self.articles = tf.keras.layers.StringLookup(vocabulary=vocab.articles, num_oov_indices=1)
+        self.age_mean, self.age_std = float(vocab.age_mean), float(vocab.age_std)
+
+    @tf.function(
+        input_signature=[
+            {
+                "customer_id": tf.TensorSpec([None], tf.string),
+                "age": tf.TensorSpec([None], tf.float32),
+                "month_sin": tf.TensorSpec([None], tf.float32),
+                "month_cos": tf.TensorSpec([None], tf.float32),
+                "history": tf.TensorSpec([None, None], tf.string),
+            }
+        ]
+    )
+    def __call__(self, inputs: dict[str, Any]) -> Any:
+        age = inputs["age"]
+        missing = tf.math.is_nan(age)
+        features = {
+            "customer_id": self.customers(inputs["customer_id"]),
+            "age": tf.where(missing, 0.0, (age - self.age_mean) / self.age_std),
+            "age_missing": tf.cast(missing, tf.float32),
+            "month_sin": inputs["month_sin"],
+            "month_cos": inputs["month_cos"],
+            "history": self.articles(inputs["history"]),  # "" padding and unknown articles → 0, ignored
+        }
+        return self.tower(features)
+
+
+class CandidateEncoder(tf.Module):
+    """Raw article rows (id and category names) → candidate embedding; saved for indexing new articles."""
+
+    def __init__(self, tower: CandidateTower, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.tower = tower
+        self.lookups = {
+            "article_id": tf.keras.layers.StringLookup(vocabulary=vocab.articles, num_oov_indices=1)
+        }
+        for name in ARTICLE_CATEGORIES:
+            self.lookups[name] = tf.keras.layers.StringLookup(
+                vocabulary=vocab.categories[name], num_oov_indices=1
+            )
+
+    @tf.function(
+        input_signature=[
+            {name: tf.TensorSpec([None], tf.string) for name in ("article_id", *ARTICLE_CATEGORIES)}
+        ]
+    )
+    def __call__(self, inputs: dict[str, Any]) -> Any:
+        return self.tower({name: lookup(inputs[name]) for name, lookup in self.lookups.items()})
+
+
+def export_towers(model: TwoTower, vocab: Vocabulary, folder: str | Path) -> dict[str, str]:
+    """Save both encoders as SavedModels under `folder` (query_tower/, candidate_tower/)."""
+    folder = Path(folder)
+    paths = {"query_tower": str(folder / "query_tower"), "candidate_tower": str(folder / "candidate_tower")}
+    tf.saved_model.save(QueryEncoder(model.query_tower, vocab), paths["query_tower"])
+    tf.saved_model.save(CandidateEncoder(model.candidate_tower, vocab), paths["candidate_tower"])
+    return paths
+
+
+def load_encoder(path: str | Path) -> Any:
+    return tf.saved_model.load(str(path))

@@ -1,0 +1,133 @@
+"""Two-tower retrieval: input encoding and sharding, FAISS index, distributed training, the two tasks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fashionrec.retrieval.index import ArticleIndex, exact_search, recall_vs_exact
+from fashionrec.retrieval.inputs import encode, encode_history
+
+
+def test_encode_maps_unknown_and_null_to_the_oov_bucket():
+    ids = encode(pa.array(["b", None, "zzz", "a"]), ["a", "b"])
+    assert ids.tolist() == [2, 0, 0, 1]
+
+
+def test_history_is_right_aligned_latest_last_and_truncated():
+    lists = pa.array([["a", "b"], [], None, ["a", "b", "c", "d"]], pa.list_(pa.string()))
+    out = encode_history(lists, pa.array(["a", "b", "c", "d"]), length=3)
+    assert out.tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 0], [2, 3, 4]]
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_index_matches_brute_force_and_round_trips(tmp_path):
+    catalog, queries = _clustered(2000, 16, 1), _clustered(20, 16, 2)
+    index = ArticleIndex.build(catalog, [f"{i:010d}" for i in range(2000)], kind="exact")
+    scores, ids = index.search(queries, 10)
+    brute = np.argsort(-(queries @ catalog.T), axis=1)[:, :10]
+    assert ids == [[f"{i:010d}" for i in row] for row in brute]
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+
+    path = index.save(tmp_path / "index.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.npz"]  # no temporary file left behind
+    again = ArticleIndex.load(path)
+    assert again.search(queries, 10)[1] == ids and again.kind == "exact"
+
+
+def test_hnsw_recall_against_exact():
+    catalog, queries = _clustered(20000, 32, 3), _clustered(200, 32, 4)
+    ids = [str(i) for i in range(len(catalog))]
+    hnsw = ArticleIndex.build(catalog, ids, kind="hnsw")
+    _, exact_rows = exact_search(catalog, queries, 100)
+    exact = [[ids[i] for i in row] for row in exact_rows]
+    assert recall_vs_exact(hnsw.search(queries, 100)[1], exact) >= 0.95
+
+
+def test_build_rejects_mismatched_ids():
+    with pytest.raises(ValueError, match="3 embeddings for 2 article ids"):
+        ArticleIndex.build(np.zeros((3, 4), np.float32), ["a", "b"])
+
+
+# --- training on the tiny lakehouse ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training(spark, tiny_lake):
+    """(spec, vocab, validation) for the tiny lakehouse."""
+    from fashionrec.config import RetrievalParams, Tables
+    from fashionrec.features.splits import Splits
+    from fashionrec.lake.tables import read_table
+    from fashionrec.retrieval.task import validation_set
+    from fashionrec.retrieval.train import TrainingSpec
+    from fashionrec.retrieval.vocab import vocabulary_from_lake
+
+    tables, _ = tiny_lake
+    params = RetrievalParams(lakehouse=tables.lakehouse)
+    splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
+    vocab = vocabulary_from_lake(spark, tables, splits.val_week)
+    files = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).inputFiles()
+    queries, validation = validation_set(spark, params, splits, vocab, "val")
+    rows = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count()
+    return TrainingSpec(files=list(files), vocab=vocab, validation=validation), queries, rows
+
+
+def test_shards_are_disjoint_and_cover_the_snapshot(training):
+    from fashionrec.retrieval.inputs import read_shard
+
+    spec, _, rows = training
+    shards = [read_shard(spec.files, spec.vocab, i, 3) for i in range(3)]
+    covered = sorted(r for s in shards for r in s.row_ranges)
+    assert covered[0][0] == 0 and covered[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))  # no gap, no overlap
+    assert sum(s.rows for s in shards) == rows
+
+
+def test_two_barrier_workers_train_disjoint_shards_to_identical_weights(spark, training):
+    from fashionrec.retrieval.train import HyperParams, train_worker
+    from fashionrec.training.distributed import run_on_barrier
+
+    spec, _, rows = training
+    spec.output_dir = None
+    hp = HyperParams(embedding_dim=16, batch_size=128, epochs=2)
+    results = run_on_barrier(spark, lambda worker: train_worker(spec, hp, worker), 2)
+    first, second = results
+    assert first.index == 0 and second.index == 1
+    seen = [set(range(a, b)) for r in results for a, b in r.row_ranges]
+    assert set().union(*seen[: len(first.row_ranges)]).isdisjoint(set().union(*seen[len(first.row_ranges) :]))
+    assert first.examples + second.examples == rows
+    assert first.steps_per_epoch == second.steps_per_epoch > 0
+    assert first.weights_sha256 == second.weights_sha256
+    assert np.isfinite(first.losses).all() and first.losses[-1] < first.losses[0]
+
+
+def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
+    """Serving sends raw ids: the SavedModels' lookups must give what training's integer path gave."""
+    from fashionrec.retrieval.task import embed_queries, load_towers
+    from fashionrec.retrieval.train import HyperParams, train_worker
+    from fashionrec.training.distributed import SINGLE
+
+    spec, queries, _ = training
+    spec.output_dir = str(tmp_path / "retrieval" / "towers")
+    result = train_worker(spec, HyperParams(embedding_dim=16, batch_size=128, epochs=1), SINGLE)
+    spec.vocab.save(tmp_path / "retrieval" / "towers" / "vocab.json")
+    query_encoder, candidate_encoder, vocab = load_towers(tmp_path)
+    from fashionrec.retrieval.train import recall_against_catalog
+
+    catalog = candidate_encoder(
+        {"article_id": np.asarray(vocab.articles, dtype=object)}
+        | {c: np.asarray(v, dtype=object) for c, v in vocab.article_categories.items()}
+    ).numpy()
+    via_strings = recall_against_catalog(
+        embed_queries(query_encoder, queries), catalog, vocab.articles, spec.validation.actual, (12, 100)
+    )
+    assert via_strings == pytest.approx(result.metrics, abs=1e-6)
