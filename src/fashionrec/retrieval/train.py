@@ -34,6 +34,7 @@ class HyperParams:
     epochs: int = 3
     customer_dropout: float = 0.05
     logq_correction: bool = True
+    jit_compile: bool = False  # XLA-compile the train step
 
     def with_updates(self, **changes: Any) -> HyperParams:
         return HyperParams(**(asdict(self) | changes))
@@ -128,7 +129,9 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
     config = TowerConfig(hp.embedding_dim, hp.depth, hp.temperature, hp.logq_correction)
     with strategy.scope():
         model = TwoTower(spec.vocab, config)
-        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate))
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate), jit_compile=hp.jit_compile
+        )
     seed = spec.seed + worker.index
     if worker.workers > 1:
         options = tf.data.Options()
