@@ -44,13 +44,17 @@ def test_exact_index_matches_brute_force_and_round_trips(tmp_path):
     assert again.search(queries, 10)[1] == ids and again.kind == "exact"
 
 
-def test_hnsw_recall_against_exact():
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_recall_against_exact(kind, tmp_path):
     catalog, queries = _clustered(20000, 32, 3), _clustered(200, 32, 4)
     ids = [str(i) for i in range(len(catalog))]
-    hnsw = ArticleIndex.build(catalog, ids, kind="hnsw")
+    index = ArticleIndex.build(catalog, ids, kind=kind)
     _, exact_rows = exact_search(catalog, queries, 100)
     exact = [[ids[i] for i in row] for row in exact_rows]
-    assert recall_vs_exact(hnsw.search(queries, 100)[1], exact) >= 0.95
+    found = index.search(queries, 100)[1]
+    assert recall_vs_exact(found, exact) >= 0.95
+    again = ArticleIndex.load(index.save(tmp_path / "index.npz"))  # search settings survive a round trip
+    assert again.kind == kind and again.search(queries, 100)[1] == found
 
 
 def test_build_rejects_mismatched_ids():

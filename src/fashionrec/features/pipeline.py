@@ -148,8 +148,10 @@ def plan_run(spark: SparkSession, params: FeaturesParams, weeks: list[int], vers
 
 def _with_hash(df: DataFrame, keys: list[str]) -> DataFrame:
     values = [c for c in df.columns if c not in keys]
+    # Hash the typed values directly (casting every value to a string cost seconds per million rows);
+    # xxhash64 skips nulls, so the null flags keep (x, null) and (null, x) apart.
     return df.withColumn(
-        ROW_HASH, F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in values])
+        ROW_HASH, F.xxhash64(*[F.col(c) for c in values], *[F.col(c).isNull() for c in values])
     )
 
 

@@ -28,11 +28,16 @@ def retrieval_training_set(
     train = with_context(transactions).where(F.col("week") < splits.val_week)
     if weeks > 0:
         train = train.where(F.col("week") >= splits.val_week - weeks)
-    history = weekly_history(transactions.where(F.col("t_dat") < F.lit(first_day(splits.val_week))))
+    first_week = splits.val_week - weeks if weeks > 0 else None
+    history = weekly_history(
+        transactions.where(F.col("t_dat") < F.lit(first_day(splits.val_week))), from_week=first_week
+    )
     return (
         train.join(history, ["customer_id", "week"], "left")
         .join(
-            customers.select("customer_id", F.col("age").cast("double").alias("age")), "customer_id", "left"
+            F.broadcast(customers.select("customer_id", F.col("age").cast("double").alias("age"))),
+            "customer_id",
+            "left",
         )
         .join(articles.select("article_id", *CANDIDATE_COLUMNS), "article_id", "left")
         .select(
