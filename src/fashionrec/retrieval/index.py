@@ -46,7 +46,9 @@ def build_faiss(embeddings: np.ndarray, kind: str = "auto") -> faiss.Index:
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
-        lists = max(1, min(int(np.sqrt(len(embeddings))), len(embeddings) // 39))  # faiss: >= 39 points a list
+        lists = max(
+            1, min(int(np.sqrt(len(embeddings))), len(embeddings) // 39)
+        )  # faiss: >= 39 points a list
         index = faiss.index_factory(dim, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)  # an IndexIVFFlat
         index.train(_as_matrix(embeddings))
         index.nprobe = min(IVF_PROBES, lists)
