@@ -6,7 +6,9 @@ from fashionrec.config.params import (
     IndexParams,
     IngestParams,
     LakeParams,
+    RankingParams,
     RetrievalParams,
+    ScoringParams,
     parse_params,
 )
 from fashionrec.config.tables import TableLocator, Tables
@@ -17,7 +19,9 @@ __all__ = [
     "IndexParams",
     "IngestParams",
     "LakeParams",
+    "RankingParams",
     "RetrievalParams",
+    "ScoringParams",
     "TableLocator",
     "Tables",
     "parse_params",

@@ -79,6 +79,8 @@ class IngestParams(LakeParams):
     articles_file: str = "articles.csv"
     customers_file: str = "customers.csv"
     transactions_file: str = "transactions_train.csv"
+    # Optional: loaded when present in data_path (stock, regions, age limits for the ranking filters).
+    availability_file: str = "article_availability.csv"
     # Keep this share of customers (and their transactions), chosen by a stable hash of customer_id.
     sample_fraction: float = 1.0
     sample_seed: int = 42
@@ -161,7 +163,7 @@ class IndexParams(LakeParams):
     """Embed the catalogue, build the FAISS index, and measure retrieval on the test week."""
 
     artifacts_dir: str = "artifacts"
-    # auto (exact inner product up to 300k articles, HNSW above), exact or hnsw.
+    # auto (exact inner product up to 50k articles, IVF-Flat above), exact, ivf or hnsw.
     index_kind: str = "auto"
     candidates: int = 100
     split: str = "test"
@@ -169,3 +171,59 @@ class IndexParams(LakeParams):
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"
     reports_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class RankingParams(LakeParams):
+    """Candidates → filters → XGBoost ranker → diversity; trained on the weeks before validation."""
+
+    artifacts_dir: str = "artifacts"
+    data_path: str = "data/small"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    reports_dir: str = "reports"
+    # Target weeks before the validation week whose candidates train the ranker.
+    train_weeks: int = 2
+    # Buyers sampled per training week (stable hash), to bound the training set.
+    max_train_customers: int = 20_000
+    two_tower_candidates: int = 50
+    repurchase_candidates: int = 12
+    same_product_candidates: int = 12
+    trending_candidates: int = 12
+    age_band_candidates: int = 12
+    random_negatives: int = 2
+    # Already-bought filter window in weeks; -1 picks 0 (off), 1 or 4 by validation MAP@12.
+    already_bought_weeks: int = -1
+    filter_out_of_stock: bool = True
+    filter_region: bool = True
+    filter_age: bool = True
+    # auto (the better of rank:ndcg and binary:logistic on validation), rank:ndcg or binary:logistic.
+    objective: str = "auto"
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    rounds: int = 300
+    # Diversity pass: at most this many articles of one product type in a top-k (0: off).
+    max_per_type: int = 4
+    k: int = 12
+    # Above this many training rows the ranker trains with xgboost.spark across the cluster.
+    distributed_above_rows: int = 5_000_000
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.train_weeks < 1:
+            raise ValueError(f"train_weeks must be at least 1, got {self.train_weeks}")
+        if self.objective not in ("auto", "rank:ndcg", "binary:logistic"):
+            raise ValueError(f"objective must be auto, rank:ndcg or binary:logistic, got {self.objective!r}")
+
+
+@dataclass(frozen=True)
+class ScoringParams(LakeParams):
+    """Top-k for every customer into the `recommendations` table, incrementally by default."""
+
+    artifacts_dir: str = "artifacts"
+    # Recompute every customer (and refresh the popularity snapshot) instead of only changed ones.
+    full: bool = False
+    # First day of the week the lists are for; empty: the week after the last transaction.
+    week_start: str = ""
+    # Spark tasks of the retrieval and ranking stages (0: the cluster's default parallelism).
+    partitions: int = 0

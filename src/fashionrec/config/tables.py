@@ -24,6 +24,10 @@ class Tables:
     RETRIEVAL_TRAINING_SET = "retrieval_training_set"
     FEATURE_STATE = "feature_state"
     RETRIEVAL_CANDIDATES = "retrieval_candidates"
+    ARTICLE_AVAILABILITY = "article_availability"
+    RANKED_CANDIDATES = "ranked_candidates"
+    RECOMMENDATIONS = "recommendations"
+    SCORING_STATE = "scoring_state"
 
 
 @dataclass(frozen=True)

@@ -110,4 +110,17 @@ TRANSACTIONS = TableSpec(
     ),
 )
 
-SPECS: dict[str, TableSpec] = {s.table: s for s in (ARTICLES, CUSTOMERS, TRANSACTIONS)}
+# Optional: stock, regions and age limits per article (not part of the Kaggle data; see data/availability.py).
+ARTICLE_AVAILABILITY = TableSpec(
+    table="article_availability",
+    default_file="article_availability.csv",
+    keys=("article_id",),
+    columns=(
+        ARTICLE_ID,
+        Column("in_stock", _int, required=True, allowed=(0, 1)),
+        Column("regions"),  # ";"-separated region names; empty: sold everywhere
+        Column("min_age", _int, minimum=0, maximum=110),
+    ),
+)
+
+SPECS: dict[str, TableSpec] = {s.table: s for s in (ARTICLES, CUSTOMERS, TRANSACTIONS, ARTICLE_AVAILABILITY)}

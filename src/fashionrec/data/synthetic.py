@@ -31,8 +31,9 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from fashionrec.data import vocabulary as V
+from fashionrec.data.availability import region_index, synthetic_availability
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: article_availability.csv
 END_DATE = date(2020, 9, 22)  # last day of the Kaggle transactions; weeks run Wednesday to Tuesday
 HISTORY_SLOTS = 12  # recent purchases remembered per customer for repurchases
 MEAN_BASKET = 3.0  # items per visit
@@ -449,6 +450,11 @@ def generate(scale: str | Scale, out: str | Path, seed: int = 42, progress: bool
     article_ids = cat.frame["article_id"].to_numpy(dtype=object)
     customer_ids = cus.frame["customer_id"].to_numpy(dtype=object)
     history = _History(sc.customers)
+    customer_region = region_index(cus.frame["postal_code"].to_numpy())
+    underage = cus.frame["age"].fillna(99).to_numpy() < 18
+    buyer_regions = np.zeros(len(article_ids), dtype=np.int64)
+    underage_buyers = np.zeros(len(article_ids), dtype=bool)
+    last_week_sales = np.zeros(len(article_ids), dtype=np.int64)
     tmp = out / "transactions_train.csv.tmp"
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     rows = 0
@@ -480,7 +486,15 @@ def generate(scale: str | Scale, out: str | Path, seed: int = 42, progress: bool
             )
             writer.write_table(table)
             rows += len(frame)
+            buyers, bought = frame["customer"].to_numpy(), frame["article"].to_numpy()
+            known = customer_region[buyers] >= 0
+            np.bitwise_or.at(buyer_regions, bought[known], 1 << customer_region[buyers[known]])
+            underage_buyers[bought[underage[buyers]]] = True
+            if week == sc.weeks - 1:
+                last_week_sales = np.bincount(bought, minlength=len(article_ids))
     tmp.replace(out / "transactions_train.csv")
+    availability = synthetic_availability(article_ids, buyer_regions, underage_buyers, last_week_sales, seed)
+    _write_csv(availability, out / "article_availability.csv")
 
     np.savez_compressed(
         out / "truth.npz",

@@ -78,7 +78,7 @@ def oracle_method(
     return truth.top_k(customers, truth.generated_week(first_day(week).isoformat()), history, k)
 
 
-STORED_METHODS = {"two_tower": Tables.RETRIEVAL_CANDIDATES}
+STORED_METHODS = {"two_tower": Tables.RETRIEVAL_CANDIDATES, "full_pipeline": Tables.RANKED_CANDIDATES}
 
 
 def stored_methods(spark: SparkSession, params: EvaluateParams, split: str) -> dict[str, Predictions]:

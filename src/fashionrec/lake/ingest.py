@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from fashionrec.config import IngestParams, TableLocator, Tables
 from fashionrec.data.readers import LINE, CsvSource, read_csv
-from fashionrec.data.schema import ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
+from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
 from fashionrec.data.validation import BAD, Validated, flag_duplicates, flag_unknown_references, validate
 from fashionrec.lake.quarantine import quarantine_rows, write_quarantine
 from fashionrec.lake.session import get_spark
@@ -60,7 +60,11 @@ def _source_paths(params: IngestParams) -> dict[str, str]:
         CUSTOMERS.table: params.customers_file,
         TRANSACTIONS.table: params.transactions_file,
     }
-    return {table: os.path.join(params.data_path, name) for table, name in files.items()}
+    paths = {table: os.path.join(params.data_path, name) for table, name in files.items()}
+    availability = os.path.join(params.data_path, params.availability_file)
+    if os.path.exists(availability):
+        paths[ARTICLE_AVAILABILITY.table] = availability
+    return paths
 
 
 def _validated(
@@ -129,10 +133,11 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
     started = time.perf_counter()
     paths = _source_paths(params)
     # Fail before writing anything when any file is missing or lacks required columns.
-    sources = {spec.table: read_csv(spark, paths[spec.table], spec.column_names) for spec in ORDER}
+    specs = [spec for spec in (*ORDER, ARTICLE_AVAILABILITY) if spec.table in paths]
+    sources = {spec.table: read_csv(spark, paths[spec.table], spec.column_names) for spec in specs}
 
     per_table, problem_frames = [], []
-    for spec in ORDER:
+    for spec in specs:
         figures, problems = _ingest_table(spark, tables, spec, sources[spec.table], params)
         per_table.append(figures)
         problem_frames.append(problems)
@@ -153,7 +158,13 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
 
     versions = {
         name: current_version(spark, tables, name)
-        for name in (Tables.ARTICLES, Tables.CUSTOMERS, Tables.TRANSACTIONS, Tables.QUARANTINE)
+        for name in (
+            Tables.ARTICLES,
+            Tables.CUSTOMERS,
+            Tables.TRANSACTIONS,
+            Tables.ARTICLE_AVAILABILITY,
+            Tables.QUARANTINE,
+        )
     }
     row_counts = {
         name: read_table(spark, tables, name).count() for name in versions if versions[name] is not None

@@ -1,0 +1,399 @@
+"""Task `train_ranker`: candidates and features for the training weeks, the validation week and the test
+week; XGBoost ranker (objective and already-bought window chosen on validation); MAP@12 of the full
+pipeline on the test week beside retrieval alone, every baseline and the oracle.
+
+Weeks: the ranker learns from the `train_weeks` target weeks before validation (labels: what each
+customer bought that week), stops early on the validation week, and is judged on the test week. The
+two-tower model was trained on purchases before the validation week, so its scores on the training
+weeks are in-sample (more confident than on unseen weeks); early stopping and model choice on the
+validation week, where they are honest, keep the ranker from leaning on them too much.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from fashionrec.config import RankingParams, Tables
+from fashionrec.evaluation.metrics import average_precision_at_k
+from fashionrec.evaluation.report import map_bar_chart, metric_rows
+from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
+from fashionrec.features.splits import Splits
+from fashionrec.features.weeks import first_day, week_col
+from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import current_version, overwrite_table, read_table
+from fashionrec.ranking.candidates import SOURCES, CandidateCounts, candidate_recall
+from fashionrec.ranking.features import FEATURES, with_labels
+from fashionrec.ranking.filters import FilterRules
+from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit, fit_distributed
+from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
+from fashionrec.ranking.rank import rank_frame
+from fashionrec.training.tracking import metric_name, tracked_run
+from fashionrec.training.tuning import absolute_tracking_uri
+
+RANKER_DIR = Path("ranking") / "ranker"
+CONFIG_FILE = Path("ranking") / "pipeline.json"
+ALREADY_BOUGHT_CHOICES = (0, 1, 4)
+
+
+def candidate_counts(params: RankingParams) -> CandidateCounts:
+    return CandidateCounts(
+        two_tower=params.two_tower_candidates,
+        repurchase=params.repurchase_candidates,
+        same_product=params.same_product_candidates,
+        trending=params.trending_candidates,
+        age_band=params.age_band_candidates,
+    )
+
+
+def week_inputs(spark: SparkSession, params: Any, week: int, snapshot: dict[str, DataFrame]) -> WeekInputs:
+    tx = snapshot[Tables.TRANSACTIONS]
+    return WeekInputs(
+        week=week,
+        personal_tx=tx,
+        global_tx=tx,
+        customers=snapshot[Tables.CUSTOMERS],
+        articles=snapshot[Tables.ARTICLES],
+        customer_features=snapshot[Tables.CUSTOMER_FEATURES].where(F.col("as_of_week") == week),
+        article_features=snapshot[Tables.ARTICLE_FEATURES].where(F.col("as_of_week") == week),
+        availability=snapshot.get(Tables.ARTICLE_AVAILABILITY),
+    )
+
+
+def week_truth(tx: DataFrame, week: int) -> DataFrame:
+    """(customer_id, article_ids) of everyone who bought in `week`."""
+    return (
+        tx.where(week_col(F.col("t_dat")) == week)
+        .groupBy("customer_id")
+        .agg(F.array_distinct(F.collect_list("article_id")).alias("article_ids"))
+    )
+
+
+def _sample(truth: DataFrame, n: int, seed: int) -> DataFrame:
+    return truth.orderBy(F.xxhash64("customer_id", F.lit(seed))).limit(n)
+
+
+def _random_negatives(targets: DataFrame, articles: DataFrame, per_customer: int, seed: int) -> DataFrame:
+    """A few random catalogue articles per customer (source `random`): easy negatives for the ranker."""
+    n = articles.count()
+    numbered = articles.select("article_id", F.row_number().over(Window.orderBy("article_id")).alias("_i"))
+    draws = targets.select(
+        "customer_id", F.explode(F.sequence(F.lit(1), F.lit(per_customer))).alias("_d")
+    ).withColumn("_i", (F.floor(F.rand(seed) * n) + 1).cast("int"))
+    columns = {f"rank_{s}": F.lit(None).cast("int") for s in SOURCES} | {
+        f"score_{s}": F.lit(None).cast("double") for s in SOURCES
+    }
+    return (
+        draws.join(F.broadcast(numbered), "_i")
+        .select("customer_id", "article_id")
+        .distinct()
+        .select("customer_id", "article_id", *[c.alias(name) for name, c in columns.items()])
+        .withColumn("sources", F.array(F.lit("random")))
+    )
+
+
+def _with_random(candidates: DataFrame, extra: DataFrame) -> DataFrame:
+    extra = extra.join(
+        candidates.select("customer_id", "article_id"), ["customer_id", "article_id"], "left_anti"
+    )
+    return candidates.unionByName(extra)
+
+
+def _to_pandas(df: DataFrame) -> pd.DataFrame:
+    return df.toArrow().to_pandas()
+
+
+def _qid(frame: pd.DataFrame, week: int) -> pd.DataFrame:
+    frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    codes, _ = pd.factorize(frame["customer_id"])
+    return frame.assign(qid=week * 10_000_000 + codes, week=week)
+
+
+def _with_positives(frame: pd.DataFrame) -> pd.DataFrame:
+    """Groups with at least one purchase: the only ones a ranking objective learns from."""
+    has = frame.groupby("customer_id")["label"].transform("max") > 0
+    return frame[has]
+
+
+def map_at_k(actual: dict[str, list[str]], predicted: dict[str, list[str]], k: int) -> float:
+    """Kaggle MAP@k over the customers of `actual` (missing predictions count as empty lists)."""
+    scores = [average_precision_at_k(a, predicted.get(c, []), k) for c, a in actual.items()]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _lists(ranked: pd.DataFrame) -> dict[str, list[str]]:
+    return dict(zip(ranked["customer_id"], ranked["article_ids"], strict=True))
+
+
+def _bought_within(frame: pd.DataFrame, weeks: int) -> pd.Series:
+    """The already-bought rule on feature columns: a purchase in the last `weeks` weeks."""
+    if weeks <= 0:
+        return pd.Series(False, index=frame.index)
+    return (frame["n_bought_article"] > 0) & (frame["days_since_article"] <= 7 * weeks)
+
+
+def importance_chart(ranker: Ranker, path: Path) -> Path:
+    gain = sorted(ranker.importance().items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(gain) + 1.2))
+    ax.barh([k for k, _ in gain], [v for _, v in gain], color="#1f77b4")
+    ax.set_xlabel("total gain")
+    ax.set_title(f"XGBoost ranker feature importance ({ranker.objective})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _snapshot(spark: SparkSession, params: RankingParams) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    names = (
+        Tables.TRANSACTIONS,
+        Tables.CUSTOMERS,
+        Tables.ARTICLES,
+        Tables.CUSTOMER_FEATURES,
+        Tables.ARTICLE_FEATURES,
+        Tables.SPLITS,
+        Tables.GROUND_TRUTH,
+    )
+    versions = {t: current_version(spark, params.tables, t) for t in names}
+    missing = [t for t, v in versions.items() if v is None]
+    if missing:
+        raise ValueError(
+            f"table(s) {', '.join(missing)} not found in {params.tables.describe()}: run the earlier tasks first"
+        )
+    optional = current_version(spark, params.tables, Tables.ARTICLE_AVAILABILITY)
+    if optional is not None:
+        versions[Tables.ARTICLE_AVAILABILITY] = optional
+    snapshot = {t: read_table(spark, params.tables, t, version=v) for t, v in versions.items()}
+    return snapshot, versions  # type: ignore[return-value]
+
+
+def _week_frame(
+    spark: SparkSession,
+    params: RankingParams,
+    snapshot: dict[str, DataFrame],
+    week: int,
+    truth: DataFrame,
+    rules: FilterRules,
+    random_negatives: int,
+) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
+    """Labelled ranker rows for the buyers in `truth`, with candidate recall and filter counts."""
+    inputs = week_inputs(spark, params, week, snapshot)
+    partitions = spark.sparkContext.defaultParallelism
+    candidates = build_candidates(inputs, truth, candidate_counts(params), params.artifacts_dir, partitions)
+    if random_negatives > 0:
+        negatives = _random_negatives(truth, inputs.articles, random_negatives, params.seed + week)
+        candidates = _with_random(candidates, negatives)
+    candidates = candidates.persist()
+    try:
+        recall = candidate_recall(candidates, truth)
+        features, counts = filtered_features(inputs, candidates, rules)
+        frame = _to_pandas(with_labels(features, truth))
+    finally:
+        candidates.unpersist()
+    return _qid(frame, week), recall, counts
+
+
+def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -> dict[str, Any]:
+    spark = spark or get_spark("fashionrec-train-ranker")
+    started = time.perf_counter()
+    snapshot, versions = _snapshot(spark, params)
+    splits = Splits.from_frame(snapshot[Tables.SPLITS])
+    val_week, test_week = splits.target_week("val"), splits.target_week("test")
+    truth_table = snapshot[Tables.GROUND_TRUTH]
+    tx = snapshot[Tables.TRANSACTIONS]
+    base_rules = FilterRules(0, params.filter_out_of_stock, params.filter_region, params.filter_age)
+
+    train_parts, figures_weeks = [], {}
+    for week in range(val_week - params.train_weeks, val_week):
+        truth = _sample(week_truth(tx, week), params.max_train_customers, params.seed).persist()
+        frame, recall, _ = _week_frame(
+            spark, params, snapshot, week, truth, base_rules, params.random_negatives
+        )
+        truth.unpersist()
+        train_parts.append(frame)
+        figures_weeks[str(first_day(week))] = {
+            "rows": len(frame),
+            "positives": int(frame["label"].sum()),
+            **recall,
+        }
+    train = _with_positives(pd.concat(train_parts, ignore_index=True))
+
+    val_truth = truth_table.where(F.col("split") == "val").select("customer_id", "article_ids").persist()
+    val, val_recall, _ = _week_frame(spark, params, snapshot, val_week, val_truth, base_rules, 0)
+    val_actual = {r["customer_id"]: list(r["article_ids"]) for r in val_truth.collect()}
+    val_truth.unpersist()
+
+    booster = BoosterParams(
+        max_depth=params.max_depth, learning_rate=params.learning_rate, rounds=params.rounds
+    )
+    objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
+    windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
+    distributed = len(train) > params.distributed_above_rows
+    choices, best = [], None
+    for objective in objectives:
+        if distributed:
+            ranker, rounds = fit_distributed(
+                spark.createDataFrame(train[["qid", "label", *FEATURES]]),
+                spark.createDataFrame(_with_positives(val)[["qid", "label", *FEATURES]]),
+                FEATURES,
+                objective,
+                booster,
+                spark.sparkContext.defaultParallelism,
+            )
+        else:
+            ranker, rounds = fit(train, _with_positives(val), FEATURES, objective, booster)
+        for window in windows:
+            kept = val[~_bought_within(val, window)]
+            score = map_at_k(
+                val_actual, _lists(rank_frame(kept, ranker, params.k, params.max_per_type)), params.k
+            )
+            choices.append(
+                {
+                    "objective": objective,
+                    "already_bought_weeks": window,
+                    "rounds": rounds,
+                    "val_map@12": round(score, 5),
+                }
+            )
+            if best is None or score > best[0]:
+                best = (score, ranker, window)
+    assert best is not None
+    _, ranker, window = best
+    ranker.save(Path(params.artifacts_dir) / RANKER_DIR)
+    rules = FilterRules(window, params.filter_out_of_stock, params.filter_region, params.filter_age)
+    config = {
+        "rules": asdict(rules),
+        "candidates": asdict(candidate_counts(params)),
+        "max_per_type": params.max_per_type,
+        "k": params.k,
+        "objective": ranker.objective,
+    }
+    config_path = Path(params.artifacts_dir) / CONFIG_FILE
+    tmp = config_path.with_name(config_path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(config_path)
+
+    # Test week: the chosen rules through the Spark path, then the same ranking function as batch scoring.
+    test_truth = truth_table.where(F.col("split") == "test").select("customer_id", "article_ids").persist()
+    test, test_recall, filter_removed = _week_frame(spark, params, snapshot, test_week, test_truth, rules, 0)
+    actual = {r["customer_id"]: list(r["article_ids"]) for r in test_truth.collect()}
+    ranked = rank_frame(test, ranker, max(params.k, 100), params.max_per_type)
+    pipeline = _lists(ranked)
+    no_diversity = _lists(rank_frame(test, ranker, params.k, 0))
+    retrieval_only = _lists(
+        test[test["rank_two_tower"] < 999]
+        .sort_values(["customer_id", "rank_two_tower"])
+        .groupby("customer_id")["article_id"]
+        .agg(list)
+        .reset_index()
+        .rename(columns={"article_id": "article_ids"})
+    )
+    targets = test_truth.select("customer_id")
+    methods = baseline_methods(tx, snapshot[Tables.CUSTOMERS], targets, test_week, 100)
+    methods |= {
+        "full_pipeline": pipeline,
+        "full_pipeline_no_diversity": no_diversity,
+        "two_tower_only": retrieval_only,
+    }
+    oracle = oracle_method(params.data_path, tx, targets, test_week, 100)
+    if oracle is not None:
+        methods["oracle"] = oracle
+    articles = snapshot[Tables.ARTICLES].select("article_id", "product_type_name").collect()
+    results = evaluate_methods(
+        actual, methods, params.k, len(articles), {r["article_id"]: r["product_type_name"] for r in articles}
+    )
+    test_truth.unpersist()
+    rows = metric_rows(results)
+    key = f"map@{params.k}"
+    stored = spark.createDataFrame(
+        [("test", c, ids[: params.k]) for c, ids in pipeline.items()],
+        "split string, customer_id string, article_ids array<string>",
+    )
+    predictions_version = overwrite_table(stored, params.tables, Tables.RANKED_CANDIDATES)
+
+    reports = Path(params.reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    chart = map_bar_chart(
+        rows, reports / "map_pipeline_test.png", f"MAP@{params.k} · test week {first_day(test_week)}"
+    )
+    importance = importance_chart(ranker, reports / "ranker_importance.png")
+    (reports / "ranking_test.json").write_text(json.dumps(rows, indent=2))
+
+    baselines = [
+        m
+        for m in results
+        if m not in ("oracle", "full_pipeline", "full_pipeline_no_diversity", "two_tower_only")
+    ]
+    best_baseline = max(baselines, key=lambda m: results[m][key])
+    pipeline_map = results["full_pipeline"][key]
+    with tracked_run(
+        absolute_tracking_uri(params.mlflow_tracking_uri),
+        params.experiment,
+        "train_ranker",
+        {"task": "train_ranker"},
+    ) as run:
+        mlflow.log_params({f"version.{t}": v for t, v in versions.items()})
+        mlflow.log_params(
+            {
+                "objective": ranker.objective,
+                "already_bought_weeks": window,
+                "max_per_type": params.max_per_type,
+                "train_rows": len(train),
+                "distributed": distributed,
+                **{f"candidates.{k}": v for k, v in asdict(candidate_counts(params)).items()},
+            }
+        )
+        for method, metrics in results.items():
+            mlflow.log_metrics({metric_name(method, m): v for m, v in metrics.items()})
+        mlflow.log_metrics({metric_name("candidate_recall", s): v for s, v in test_recall.items()})
+        mlflow.xgboost.log_model(ranker.booster, name="ranker")
+        for path in (chart, importance, reports / "ranking_test.json", config_path):
+            mlflow.log_artifact(str(path))
+        run_id = run.info.run_id
+
+    oracle_map = results.get("oracle", {}).get(key)
+    return {
+        "split": f"test week {first_day(test_week)}",
+        "training_weeks": figures_weeks,
+        "train_rows": len(train),
+        "trainer": "xgboost.spark" if distributed else "xgboost (single node)",
+        "choices_on_validation": choices,
+        "chosen": {"objective": ranker.objective, "already_bought_weeks": window},
+        "candidate_recall_val": val_recall,
+        "candidate_recall_test": test_recall,
+        "filters_test": filter_removed,
+        "metrics": [
+            {
+                k: v
+                for k, v in r.items()
+                if k in ("method", "map@12", "recall@12", "ndcg@12", "diversity", "share_of_oracle")
+            }
+            for r in rows
+        ],
+        "full_pipeline_map@12": round(pipeline_map, 5),
+        "best_baseline": best_baseline,
+        "margin_over_best_baseline": f"{pipeline_map / max(results[best_baseline][key], 1e-9):.2f}x",
+        "share_of_oracle": round(pipeline_map / oracle_map, 3) if oracle_map else None,
+        "diversity_map_cost": round(results["full_pipeline_no_diversity"][key] - pipeline_map, 5),
+        "predictions_table_version": predictions_version,
+        "chart": str(chart),
+        "importance_chart": str(importance),
+        "mlflow_run_id": run_id,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
