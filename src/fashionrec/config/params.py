@@ -227,3 +227,5 @@ class ScoringParams(LakeParams):
     week_start: str = ""
     # Spark tasks of the retrieval and ranking stages (0: the cluster's default parallelism).
     partitions: int = 0
+    # Transactions version of the popularity snapshot on a full run (-1: the latest); reproduces a run.
+    global_version: int = -1
