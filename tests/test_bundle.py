@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -70,8 +71,24 @@ def test_dependency_order_and_cycles(tmp_path):
         load_bundle(tmp_path / "cycle").job("j", "local").ordered()
 
 
-def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data, tmp_path):
-    summary = tmp_path / "reports" / "latest_run.json"
+JOB_TASKS = [
+    "ingest",
+    "features",
+    "train_retrieval",
+    "build_index",
+    "train_ranker",
+    "evaluate",
+    "batch_score",
+]
+
+
+@pytest.fixture(scope="module")
+def job_run(spark, tiny_data, tmp_path_factory) -> Path:
+    """The whole job graph on the tiny data set, run once by the local runner; returns its folder.
+
+    The batch-scoring test below appends transactions to this lakehouse, so it runs after the graph test.
+    """
+    tmp_path = tmp_path_factory.mktemp("job")
     result = run_job(
         REPO_ROOT,
         target="local",
@@ -83,11 +100,18 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
             "artifacts_dir": str(tmp_path / "artifacts"),
             "max_evals": "2",
             "retrieval_epochs": "2",
+            "ranker_train_weeks": "1",
         },
-        summary_path=summary,
+        summary_path=tmp_path / "reports" / "latest_run.json",
         quiet=True,
     )
-    assert result.failed is None
+    assert result.failed is None, result.failed
+    return tmp_path
+
+
+def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_data):
+    tmp_path = job_run
+    summary = tmp_path / "reports" / "latest_run.json"
     written = json.loads(summary.read_text())
     assert written["run"]["status"] == "succeeded"
     ingest = written["tasks"]["ingest"]
@@ -96,7 +120,7 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
         == len((tiny_data / "transactions_train.csv").read_text().splitlines()) - 1
     )
     assert (tmp_path / "lakehouse" / "transactions" / "_delta_log").is_dir()
-    assert list(written["tasks"]) == ["ingest", "features", "train_retrieval", "build_index", "evaluate"]
+    assert list(written["tasks"]) == JOB_TASKS
     assert written["tasks"]["evaluate"]["oracle_map@12"] > 0
     assert (tmp_path / "reports" / "map_test.png").exists()
 
@@ -119,6 +143,77 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(spark, tiny_data
     methods = {row["method"] for row in index["metrics"]}
     assert {"two_tower", "decayed_popularity", "oracle"} <= methods
     assert "two_tower" in {row["method"] for row in written["tasks"]["evaluate"]["metrics"]}
+
+    # Ranking: the full pipeline is scored beside the baselines, and every customer has a list.
+    ranker = written["tasks"]["train_ranker"]
+    assert ranker["chosen"]["objective"] in ("rank:ndcg", "binary:logistic")
+    assert {"full_pipeline", "two_tower_only", "repurchase_then_popular"} <= {
+        m["method"] for m in ranker["metrics"]
+    }
+    assert 0 < ranker["candidate_recall_test"]["union"] <= 1
+    assert ranker["filters_test"]["candidates"] >= ranker["filters_test"]["kept"] > 0
+    assert (tmp_path / "reports" / "ranker_importance.png").exists()
+    assert "full_pipeline" in {row["method"] for row in written["tasks"]["evaluate"]["metrics"]}
+    scored = written["tasks"]["batch_score"]
+    customers = len((tiny_data / "customers.csv").read_text().splitlines()) - 1
+    assert scored["mode"] == "full (first run)" and scored["recommendations_rows"] == customers
+    assert 0 < scored["fallback_rows"] < customers
+
+
+def _recommendations(spark, lakehouse: Path) -> dict[str, tuple]:
+    rows = spark.read.format("delta").load(str(lakehouse / "recommendations")).collect()
+    return {r["customer_id"]: (list(r["article_ids"]), list(r["scores"]), r["fallback"]) for r in rows}
+
+
+def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_data):
+    from fashionrec.config import IngestParams, ScoringParams
+    from fashionrec.lake.ingest import run_ingest
+    from fashionrec.ranking.score import run_batch_score
+    from tests.helpers import last_day, read_lines, write_lines
+
+    lakehouse, artifacts = job_run / "lakehouse", str(job_run / "artifacts")
+    params = ScoringParams(lakehouse=str(lakehouse), artifacts_dir=artifacts)
+    before = _recommendations(spark, lakehouse)
+
+    again = run_batch_score(params, spark)  # no new data: nothing scored, nothing committed
+    assert again["mode"] == "incremental" and again["customers_scored"] == 0 and not again["committed"]
+    assert _recommendations(spark, lakehouse) == before
+
+    # New purchases on the last day (the same target week) by two warm customers and one cold one.
+    warm = sorted(c for c, (_, _, fallback) in before.items() if not fallback)[:2]
+    cold = sorted(c for c, (_, _, fallback) in before.items() if fallback)[0]
+    data = job_run / "data"
+    shutil.copytree(tiny_data, data)
+    tx_file = data / "transactions_train.csv"
+    day, article = last_day(tx_file), read_lines(tx_file)[1].split(",")[2]
+    write_lines(
+        tx_file,
+        read_lines(tx_file) + [f"{day},{c},{article},0.0250,2" for c in (*warm, cold)],
+    )
+    run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(data)), spark)
+
+    incremental = run_batch_score(params, spark)
+    assert incremental["mode"] == "incremental" and incremental["customers_scored"] == 3
+    after = _recommendations(spark, lakehouse)
+    assert after[cold][2] is False  # no longer a fallback list: the customer has history now
+    unchanged = set(before) - {*warm, cold}
+    assert all(after[c] == before[c] for c in unchanged)
+
+    full = run_batch_score(
+        ScoringParams(
+            lakehouse=str(lakehouse),
+            artifacts_dir=artifacts,
+            full=True,
+            global_version=incremental["global_version"],
+        ),
+        spark,
+    )
+    assert full["mode"] == "full (--full)" and full["customers_scored"] == len(before)
+    recomputed = _recommendations(spark, lakehouse)
+    assert set(recomputed) == set(after)
+    for customer, (ids, scores, fallback) in recomputed.items():
+        assert ids == after[customer][0] and fallback == after[customer][2], customer
+        assert scores == pytest.approx(after[customer][1], rel=1e-5, abs=1e-6)
 
 
 def test_local_runner_reports_a_failing_task(spark, tmp_path):
