@@ -269,3 +269,24 @@ def test_spark_ranking_equals_the_driver_ranking_across_arrow_batches(spark, tmp
     for customer, row in got.items():
         assert row["article_ids"] == expected.loc[customer, "article_ids"]
         assert row["scores"] == pytest.approx(expected.loc[customer, "scores"], rel=1e-6)
+
+
+def test_xgboost_spark_trains_a_ranker_that_learns_the_signal(spark, tmp_path):
+    """The distributed path (xgboost.spark, one barrier task per worker) yields the same kind of model."""
+    from fashionrec.ranking.model import fit_distributed
+
+    _, frame = _real_ranker(tmp_path)
+    half = frame["qid"] < 20
+    columns = ["qid", "label", "f1", "f2"]
+    ranker, rounds = fit_distributed(
+        spark.createDataFrame(frame[half][columns]),
+        spark.createDataFrame(frame[~half][columns]),
+        ["f1", "f2"],
+        "rank:ndcg",
+        BoosterParams(rounds=20),
+        workers=2,
+    )
+    assert 1 <= rounds <= 20
+    assert np.corrcoef(ranker.score(frame), frame["f1"])[0, 1] > 0.5
+    ranker.save(tmp_path / "distributed")
+    assert Ranker.load(tmp_path / "distributed").objective == "rank:ndcg"

@@ -146,6 +146,40 @@ def score_customers(
     return out, candidates
 
 
+def sample_recommendations(
+    spark: SparkSession, params: ScoringParams, n: int = 3, top: int = 5
+) -> list[dict[str, str]]:
+    """A few customers' recent purchases beside their top recommendations, by article name (for people)."""
+    tables = params.tables
+    recs = read_table(spark, tables, Tables.RECOMMENDATIONS).where(~F.col("fallback"))
+    picked = recs.orderBy(F.xxhash64("customer_id")).limit(n).collect()
+    if not picked:
+        return []
+    names = {
+        r["article_id"]: f"{r['prod_name']} ({r['colour_group_name']})"
+        for r in read_table(spark, tables, Tables.ARTICLES)
+        .select("article_id", "prod_name", "colour_group_name")
+        .collect()
+    }
+    ids = [r["customer_id"] for r in picked]
+    recent = (
+        read_table(spark, tables, Tables.TRANSACTIONS)
+        .where(F.col("customer_id").isin(ids))
+        .groupBy("customer_id")
+        .agg(F.sort_array(F.collect_list(F.struct("t_dat", "article_id")), asc=False).alias("h"))
+        .collect()
+    )
+    history = {r["customer_id"]: [x["article_id"] for x in r["h"][:3]] for r in recent}
+    return [
+        {
+            "customer": r["customer_id"][:12] + "…",
+            "last purchases": "; ".join(names.get(a, a) for a in history.get(r["customer_id"], [])),
+            f"recommended (top {top})": "; ".join(names.get(a, a) for a in r["article_ids"][:top]),
+        }
+        for r in picked
+    ]
+
+
 def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-batch-score")
     started = time.perf_counter()
@@ -262,5 +296,6 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         "committed": True,
         "customers_per_second": round(n_targets / seconds, 1),
         "seconds": round(seconds, 1),
+        "sample": sample_recommendations(spark, params),
     }
     return figures
