@@ -33,7 +33,7 @@ setup: $(VENV)/.installed .jars/.fetched
 
 demo: setup
 	$(PY) -m fashionrec generate --scale $(SCALE) --out data/$(SCALE)
-	$(PY) -m fashionrec run --target local --var data_path=data/$(SCALE)
+	$(PY) -m fashionrec run --target local --var data_path=data/$(SCALE) --var images_path=data/$(SCALE)/images
 
 test: setup
 	$(PY) -m ruff check src tests jobs benchmarks notebooks

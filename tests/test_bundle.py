@@ -94,13 +94,13 @@ def job_run(spark, tiny_data, tmp_path_factory) -> Path:
         target="local",
         variables={
             "data_path": str(tiny_data),
+            "images_path": str(tiny_data / "images"),
             "lakehouse_dir": str(tmp_path / "lakehouse"),
             "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "reports_dir": str(tmp_path / "reports"),
             "artifacts_dir": str(tmp_path / "artifacts"),
             "max_evals": "2",
             "retrieval_epochs": "2",
-            "ranker_train_weeks": "1",
         },
         summary_path=tmp_path / "reports" / "latest_run.json",
         quiet=True,
@@ -120,6 +120,9 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
         == len((tiny_data / "transactions_train.csv").read_text().splitlines()) - 1
     )
     assert (tmp_path / "lakehouse" / "transactions" / "_delta_log").is_dir()
+    articles = len((tiny_data / "articles.csv").read_text().splitlines()) - 1
+    assert written["tasks"]["ingest_images"]["inserted"] == articles
+    assert written["tasks"]["ingest_images"]["images_of_known_articles"] == articles
     assert list(written["tasks"]) == JOB_TASKS
     assert written["tasks"]["evaluate"]["oracle_map@12"] > 0
     assert (tmp_path / "reports" / "map_test.png").exists()

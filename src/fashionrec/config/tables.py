@@ -28,6 +28,8 @@ class Tables:
     RANKED_CANDIDATES = "ranked_candidates"
     RECOMMENDATIONS = "recommendations"
     SCORING_STATE = "scoring_state"
+    ARTICLE_IMAGES = "article_images"
+    SIMILAR_ARTICLES = "similar_articles"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from fashionrec.data import vocabulary as V
 from fashionrec.data.availability import region_index, synthetic_availability
+from fashionrec.data.images import write_images
 
 GENERATOR_VERSION = 4  # 4: article_availability.csv
 END_DATE = date(2020, 9, 22)  # last day of the Kaggle transactions; weeks run Wednesday to Tuesday
@@ -425,13 +426,36 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def generate(scale: str | Scale, out: str | Path, seed: int = 42, progress: bool = True) -> dict[str, Any]:
-    """Write articles.csv, customers.csv, transactions_train.csv and truth.npz under `out`.
+def generate(
+    scale: str | Scale, out: str | Path, seed: int = 42, progress: bool = True, images: bool | None = None
+) -> dict[str, Any]:
+    """Write articles.csv, customers.csv, transactions_train.csv, article_availability.csv and truth.npz
+    under `out`, and product images under `out/images` (by default for every scale but `full`).
 
     Skips the work when `out` already holds the same scale and seed (see manifest.json).
     """
     sc = SCALES[scale] if isinstance(scale, str) else scale
-    out = Path(out)
+    manifest = _generate_tables(sc, Path(out), seed, progress)
+    if images if images is not None else sc.name != "full":
+        manifest["images"] = ensure_images(Path(out), progress)
+    return manifest
+
+
+def ensure_images(out: Path, progress: bool = True) -> int:
+    """Render one image per article of `out/articles.csv` into `out/images` unless already complete."""
+    marker = out / "images" / ".complete"
+    articles = pd.read_csv(out / "articles.csv", dtype={"article_id": str})
+    if marker.exists() and marker.read_text().strip() == str(len(articles)):
+        return len(articles)
+    rows = tqdm(
+        articles.to_dict("records"), desc="rendering images", unit="image", disable=not progress, miniters=500
+    )
+    written = write_images(rows, out / "images")
+    marker.write_text(str(written))
+    return written
+
+
+def _generate_tables(sc: Scale, out: Path, seed: int, progress: bool) -> dict[str, Any]:
     manifest_path = out / "manifest.json"
     wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": asdict(sc)}
     if manifest_path.exists():
