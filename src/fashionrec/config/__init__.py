@@ -3,7 +3,9 @@
 from fashionrec.config.params import (
     EvaluateParams,
     FeaturesParams,
+    ImageIndexParams,
     ImageIngestParams,
+    ImageSimilarityParams,
     IndexParams,
     IngestParams,
     LakeParams,
@@ -17,7 +19,9 @@ from fashionrec.config.tables import TableLocator, Tables
 __all__ = [
     "EvaluateParams",
     "FeaturesParams",
+    "ImageIndexParams",
     "ImageIngestParams",
+    "ImageSimilarityParams",
     "IndexParams",
     "IngestParams",
     "LakeParams",

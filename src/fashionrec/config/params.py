@@ -241,3 +241,45 @@ class ImageIngestParams(LakeParams):
     """Product photos (images/<3 digits>/<article id>.jpg) into the `article_images` table."""
 
     images_path: str = "data/small/images"
+
+
+@dataclass(frozen=True)
+class ImageSimilarityParams(LakeParams):
+    """Train the image metric-learning model (TensorFlow Similarity) on `article_images`."""
+
+    artifacts_dir: str = "artifacts"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    # Classes of the class-balanced batches: product_type, product_code, or type_colour (both at once).
+    class_key: str = "type_colour"
+    workers: int = 1
+    max_evals: int = 0
+    parallelism: int = 1
+    embedding_dim: int = 64
+    learning_rate: float = 0.002
+    classes_per_batch: int = 16
+    examples_per_class: int = 4
+    epochs: int = 4
+    steps_per_epoch: int = 100
+    # Share of products held out to measure neighbour precision on unseen products.
+    holdout_share: float = 0.2
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.class_key not in ("product_type", "product_code", "type_colour"):
+            raise ValueError(
+                f"class_key must be product_type, product_code or type_colour, got {self.class_key!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ImageIndexParams(LakeParams):
+    """Embed new or changed images, and write every article's visual neighbours to `similar_articles`."""
+
+    artifacts_dir: str = "artifacts"
+    neighbours: int = 12
+    # Real photos to report neighbour precision on too (Kaggle layout, with articles.csv one folder up).
+    real_images_path: str = ""
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    reports_dir: str = "reports"

@@ -30,6 +30,7 @@ class Tables:
     SCORING_STATE = "scoring_state"
     ARTICLE_IMAGES = "article_images"
     SIMILAR_ARTICLES = "similar_articles"
+    IMAGE_EMBEDDINGS = "image_embeddings"
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,12 @@ def import_tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if os.path.exists("/dev/nvidia0") else "3")
     import tensorflow as tf
 
-    if not tf.keras.__name__.startswith("tf_keras") and os.environ["TF_USE_LEGACY_KERAS"] == "1":
+    # `tf.keras` is a lazy module: ask a layer class where it really lives (Keras 3: `keras.src...`).
+    keras_home = tf.keras.layers.Dense.__module__
+    if not keras_home.startswith("tf_keras") and os.environ["TF_USE_LEGACY_KERAS"] == "1":
         raise RuntimeError(
             "TensorFlow was imported before TF_USE_LEGACY_KERAS=1 was set, so it uses Keras 3; "
-            "import fashionrec's TensorFlow code first or export TF_USE_LEGACY_KERAS=1"
+            "import fashionrec's TensorFlow code first or export TF_USE_LEGACY_KERAS=1 "
+            f"(tf.keras.layers.Dense is from {keras_home})"
         )
     return tf

@@ -1,0 +1,23 @@
+"""Load the saved image encoder and embed pixels: TensorFlow only (importing TensorFlow Similarity costs
+seconds that every Spark task embedding images would pay)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load(folder: str | Path) -> Any:
+    from fashionrec.training.tf_env import import_tensorflow
+
+    return import_tensorflow().saved_model.load(str(folder))
+
+
+def embed_saved(encoder: Any, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Unit-length embeddings of uint8 images (n, size, size, 3) from a loaded encoder."""
+    import tensorflow as tf
+
+    parts = [encoder(tf.constant(pixels[i : i + batch])).numpy() for i in range(0, len(pixels), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)

@@ -1,0 +1,431 @@
+"""Tasks `train_image_similarity` and `index_images` of the bundle job.
+
+train_image_similarity: `article_images` (a pinned Delta version) + article metadata → pixels; products
+split into train and holdout by a stable hash; (optional) Hyperopt SparkTrials over embedding size,
+learning rate and classes per batch, each trial a nested MLflow run scored by holdout neighbour
+precision; the final model trains on `workers` Spark barrier tasks (MultiWorkerMirroredStrategy) and is
+saved as a SavedModel (`artifacts_dir/similarity/model`), logged to MLflow with the table version.
+
+index_images: embeds only images whose content or model changed since the last run (Delta table
+`image_embeddings`, keyed by article and content hash), then writes every article's top-k visual
+neighbours to `similar_articles`, with precision@5 of same product type and colour beside random and
+raw-pixel neighbours, and a picture of query images with their neighbours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
+from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
+from fashionrec.similarity.images import decode, raw_pixel_vectors
+from fashionrec.similarity.neighbours import (
+    nearest,
+    neighbour_grid,
+    precision_table,
+    random_rows,
+)
+from fashionrec.training.distributed import SINGLE, WorkerContext, run_on_barrier
+from fashionrec.training.tracking import metric_name, tracked_run
+from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, search, start_trial_run
+
+MODEL_DIR = Path("similarity") / "model"
+PRECISION_K = 5
+CATALOGUE_COLUMNS = (
+    "product_code",
+    "product_type_no",
+    "product_type_name",
+    "colour_group_code",
+    "colour_group_name",
+    "prod_name",
+)
+
+
+def catalogue_images(spark: SparkSession, params: Any, version: int | None = None) -> pd.DataFrame:
+    """article_images joined with the article metadata the classes and captions need (pandas)."""
+    images = read_table(spark, params.tables, Tables.ARTICLE_IMAGES, version=version)
+    articles = read_table(spark, params.tables, Tables.ARTICLES).select("article_id", *CATALOGUE_COLUMNS)
+    frame = (
+        images.select("article_id", "content", "content_hash")
+        .join(articles, "article_id")
+        .orderBy("article_id")
+    )
+    return frame.toArrow().to_pandas()
+
+
+def class_labels(frame: pd.DataFrame, key: str) -> np.ndarray:
+    values = {
+        "product_type": frame["product_type_no"].astype(str),
+        "product_code": frame["product_code"].astype(str),
+        "type_colour": frame["product_type_no"].astype(str) + "/" + frame["colour_group_code"].astype(str),
+    }[key]
+    return pd.factorize(values)[0]
+
+
+def holdout_mask(product_codes: pd.Series, share: float, seed: int) -> np.ndarray:
+    """A stable share of products (all colours of a product on the same side)."""
+    hashed = pd.util.hash_pandas_object(product_codes.astype(str) + f"/{seed}", index=False).to_numpy()
+    return (hashed % 10_000) < share * 10_000
+
+
+def neighbour_precision(
+    embeddings: np.ndarray, frame: pd.DataFrame, k: int = PRECISION_K
+) -> dict[str, float]:
+    rows, _ = nearest(embeddings, k)
+    table = precision_table(
+        {"model": rows},
+        {"type": frame["product_type_no"].to_numpy(), "colour": frame["colour_group_code"].to_numpy()},
+    )[0]
+    return {key: value for key, value in table.items() if key != "method"}
+
+
+def _hp(params: ImageSimilarityParams) -> Any:
+    from fashionrec.similarity.model import ImageHyperParams
+
+    return ImageHyperParams(
+        embedding_dim=params.embedding_dim,
+        learning_rate=params.learning_rate,
+        classes_per_batch=params.classes_per_batch,
+        examples_per_class=params.examples_per_class,
+        epochs=params.epochs,
+        steps_per_epoch=params.steps_per_epoch,
+        seed=params.seed,
+    )
+
+
+def train_and_score(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    holdout_pixels: np.ndarray,
+    holdout: pd.DataFrame,
+    hp: Any,
+    worker: WorkerContext = SINGLE,
+    output_dir: str | None = None,
+) -> dict[str, Any]:
+    """One worker's training (data-parallel when `worker.workers` > 1); holdout precision; chief exports."""
+    from fashionrec.training.tf_env import import_tensorflow
+
+    tf = import_tensorflow()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if worker.workers > 1 else None
+    from fashionrec.similarity import model as image_model
+
+    started = time.perf_counter()
+    model, losses = image_model.train(pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy)
+    seconds = time.perf_counter() - started
+    metrics = (
+        neighbour_precision(image_model.embed(model, holdout_pixels), holdout)
+        if len(holdout) > PRECISION_K
+        else {}
+    )
+    if output_dir and worker.is_chief:
+        image_model.export(model, output_dir)
+    images = hp.epochs * hp.steps_per_epoch * hp.classes_per_batch * hp.examples_per_class
+    return {"losses": losses, "metrics": metrics, "images_per_second": images / seconds, "seconds": seconds}
+
+
+def _objective(metrics: dict[str, float]) -> float:
+    return float(np.mean(list(metrics.values()))) if metrics else 0.0
+
+
+def run_train_image_similarity(
+    params: ImageSimilarityParams, spark: SparkSession | None = None
+) -> dict[str, Any]:
+    spark = spark or get_spark("fashionrec-train-image-similarity")
+    started = time.perf_counter()
+    version = current_version(spark, params.tables, Tables.ARTICLE_IMAGES)
+    if version is None:
+        raise ValueError(f"article_images not found in {params.tables.describe()}: run ingest_images first")
+    frame = catalogue_images(spark, params, version)
+    pixels = decode(frame["content"].tolist())
+    held = holdout_mask(frame["product_code"], params.holdout_share, params.seed)
+    train_frame, holdout = frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+    labels = class_labels(train_frame, params.class_key)
+    train_pixels, holdout_pixels = pixels[~held], pixels[held]
+    baseline = {
+        "raw_pixels": neighbour_precision(raw_pixel_vectors(holdout_pixels), holdout),
+    }
+    base_hp = _hp(params)
+    final_dir = Path(params.artifacts_dir) / MODEL_DIR
+    staging = final_dir.with_name(f"model.tmp-{uuid.uuid4().hex[:8]}")
+    tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
+    with tracked_run(
+        tracking_uri, params.experiment, "train_image_similarity", {"task": "train_image_similarity"}
+    ) as run:
+        mlflow.log_params(
+            {
+                "version.article_images": version,
+                "class_key": params.class_key,
+                "images": len(frame),
+                "holdout_images": len(holdout),
+                "workers": params.workers,
+            }
+        )
+        hp, trials = base_hp, []
+        if params.max_evals > 0:
+            from hyperopt import STATUS_OK
+            from hyperopt import hp as space
+
+            tracking = TrialTracking(tracking_uri, run.info.experiment_id, run.info.run_id)
+
+            def objective(values: dict[str, Any]) -> dict[str, Any]:
+                trial_hp = base_hp.with_updates(
+                    **{k: int(v) if isinstance(v, np.integer) else v for k, v in values.items()}
+                )
+                with start_trial_run(tracking, "trial"):
+                    mlflow.log_params(asdict(trial_hp))
+                    result = train_and_score(train_pixels, labels, holdout_pixels, holdout, trial_hp)
+                    mlflow.log_metrics({metric_name("holdout", k): v for k, v in result["metrics"].items()})
+                return {
+                    "loss": -_objective(result["metrics"]),
+                    "status": STATUS_OK,
+                    "params": asdict(trial_hp),
+                }
+
+            found = search(
+                spark,
+                objective,
+                {
+                    "embedding_dim": space.choice("embedding_dim", [32, 64, 128]),
+                    "learning_rate": space.loguniform("learning_rate", np.log(3e-4), np.log(1e-2)),
+                    "classes_per_batch": space.choice("classes_per_batch", [8, 16, 32]),
+                },
+                params.max_evals,
+                params.parallelism,
+                params.seed,
+            )
+            hp, trials = base_hp.with_updates(**found.best), found.trials
+        mlflow.log_params({f"hp.{k}": v for k, v in asdict(hp).items()})
+        results = run_on_barrier(
+            spark,
+            lambda worker: train_and_score(
+                train_pixels, labels, holdout_pixels, holdout, hp, worker, str(staging.resolve())
+            ),
+            params.workers,
+        )
+        chief = results[0]
+        (staging / "model.json").write_text(
+            json.dumps(
+                {"hyperparams": asdict(hp), "class_key": params.class_key, "article_images_version": version}
+            )
+        )
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        staging.rename(final_dir)
+        mlflow.log_metrics({metric_name("holdout", k): v for k, v in chief["metrics"].items()})
+        mlflow.log_metrics({metric_name("raw_pixels", k): v for k, v in baseline["raw_pixels"].items()})
+        for epoch, loss in enumerate(chief["losses"]):
+            mlflow.log_metric("loss", loss, step=epoch)
+        mlflow.log_artifacts(str(final_dir), artifact_path="image_model")
+        run_id = run.info.run_id
+    return {
+        "images": len(frame),
+        "holdout_images": len(holdout),
+        "class_key": params.class_key,
+        "classes": int(labels.max() + 1),
+        "hyperparams": asdict(hp),
+        "tuning_trials": [
+            {"holdout_precision": -t.get("loss", float("nan")), **t.get("params", {})} for t in trials
+        ],
+        "loss_per_epoch": [round(x, 4) for x in chief["losses"]],
+        "holdout_precision": [
+            {"method": "learned (TF Similarity)", **chief["metrics"]},
+            {"method": "raw pixels 24x24", **baseline["raw_pixels"]},
+        ],
+        "training_images_per_second": round(sum(r["images_per_second"] for r in results), 1),
+        "model": str(final_dir),
+        "mlflow_run_id": run_id,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def model_version(artifacts_dir: str | Path) -> str:
+    folder = Path(artifacts_dir) / MODEL_DIR
+    if not (folder / "model.json").exists():
+        raise FileNotFoundError(f"no image model in {folder}: run train_image_similarity first")
+    digest = hashlib.sha256((folder / "model.json").read_bytes())
+    for path in sorted((folder / "variables").glob("*")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) -> tuple[int, int]:
+    """Embed images whose (content hash, model version) is not in `image_embeddings`; MERGE them in.
+    Returns (embedded now, total)."""
+    tables = params.tables
+    images = read_table(spark, tables, Tables.ARTICLE_IMAGES).select("article_id", "content", "content_hash")
+    if current_version(spark, tables, Tables.IMAGE_EMBEDDINGS) is not None:
+        done = read_table(spark, tables, Tables.IMAGE_EMBEDDINGS).where(F.col("model_version") == version)
+        todo = images.join(
+            done.select("article_id", "content_hash"), ["article_id", "content_hash"], "left_anti"
+        )
+    else:
+        todo = images
+    folder = str((Path(params.artifacts_dir) / MODEL_DIR).resolve())
+
+    def embed_batches(batches: Any) -> Any:
+        from fashionrec.similarity import encoder as image_encoder
+        from fashionrec.similarity.images import decode as decode_images
+
+        encoder = None
+        for batch in batches:
+            if batch.empty:
+                continue
+            encoder = encoder or image_encoder.load(folder)  # once per Spark task, only if it has work
+            vectors = image_encoder.embed_saved(encoder, decode_images(batch["content"].tolist()))
+            yield pd.DataFrame(
+                {
+                    "article_id": batch["article_id"],
+                    "content_hash": batch["content_hash"],
+                    "model_version": version,
+                    "embedding": list(vectors.astype(np.float32)),
+                }
+            )
+
+    schema = "article_id string, content_hash string, model_version string, embedding array<float>"
+    embedded = (
+        todo.repartition(spark.sparkContext.defaultParallelism).mapInPandas(embed_batches, schema).persist()
+    )
+    try:
+        count = embedded.count()
+        if count:
+            if current_version(spark, tables, Tables.IMAGE_EMBEDDINGS) is None:
+                overwrite_table(embedded, tables, Tables.IMAGE_EMBEDDINGS)
+            else:
+                (
+                    delta_table(spark, tables, Tables.IMAGE_EMBEDDINGS)
+                    .alias("t")
+                    .merge(embedded.alias("s"), "t.article_id = s.article_id")
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+    finally:
+        embedded.unpersist()
+    return count, read_table(spark, tables, Tables.IMAGE_EMBEDDINGS).count()
+
+
+def _real_photo_precision(path: str, encoder: Any) -> list[dict[str, Any]]:
+    """Precision on real photos (Kaggle layout, articles.csv one folder up): model, raw pixels, random."""
+    from fashionrec.similarity import encoder as image_encoder
+
+    folder = Path(path)
+    files = sorted(folder.rglob("*.jpg"))
+    articles = pd.read_csv(folder.parent / "articles.csv", dtype={"article_id": str})
+    meta = articles.set_index("article_id").reindex([f.stem for f in files])
+    keep = meta["product_type_no"].notna().to_numpy()
+    files, meta = [f for f, k in zip(files, keep, strict=True) if k], meta[keep].reset_index()
+    pixels = decode([f.read_bytes() for f in files])
+    labels = {"type": meta["product_type_no"].to_numpy(), "colour": meta["colour_group_code"].to_numpy()}
+    rows = {
+        "learned (TF Similarity)": nearest(image_encoder.embed_saved(encoder, pixels), PRECISION_K)[0],
+        "raw pixels 24x24": nearest(raw_pixel_vectors(pixels), PRECISION_K)[0],
+        "random": random_rows(len(pixels), PRECISION_K),
+    }
+    return [{"images": f"real ({len(pixels)})", **row} for row in precision_table(rows, labels)]
+
+
+def run_index_images(params: ImageIndexParams, spark: SparkSession | None = None) -> dict[str, Any]:
+    from fashionrec.similarity import encoder as image_encoder
+
+    spark = spark or get_spark("fashionrec-index-images")
+    started = time.perf_counter()
+    tables = params.tables
+    version = model_version(params.artifacts_dir)
+    embedded_now, total = _embed_changed(spark, params, version)
+    vectors = (
+        read_table(spark, tables, Tables.IMAGE_EMBEDDINGS)
+        .where(F.col("model_version") == version)
+        .join(
+            read_table(spark, tables, Tables.ARTICLES).select("article_id", *CATALOGUE_COLUMNS), "article_id"
+        )
+        .orderBy("article_id")
+        .toArrow()
+        .to_pandas()
+    )
+    embeddings = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
+    k = min(params.neighbours, len(vectors) - 1)
+    rows, scores = nearest(embeddings, k)
+    ids = vectors["article_id"].to_numpy()
+    similar = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "article_id": ids,
+                "neighbour_ids": [list(ids[r[r >= 0]]) for r in rows],
+                "scores": [list(s[r >= 0].astype(float)) for r, s in zip(rows, scores, strict=True)],
+                "model_version": version,
+            }
+        ),
+        "article_id string, neighbour_ids array<string>, scores array<double>, model_version string",
+    )
+    similar_version = overwrite_table(similar, tables, Tables.SIMILAR_ARTICLES)
+
+    # Quality on the synthetic catalogue: the learned neighbours against raw pixels and random ones.
+    images = catalogue_images(spark, params).set_index("article_id").loc[ids].reset_index()
+    pixels = decode(images["content"].tolist())
+    labels = {
+        "type": vectors["product_type_no"].to_numpy(),
+        "colour": vectors["colour_group_code"].to_numpy(),
+    }
+    top5 = rows[:, :PRECISION_K]
+    table = [
+        {"images": f"synthetic ({len(ids)})", **row}
+        for row in precision_table(
+            {
+                "learned (TF Similarity)": top5,
+                "raw pixels 24x24": nearest(raw_pixel_vectors(pixels), PRECISION_K)[0],
+                "random": random_rows(len(ids), PRECISION_K),
+            },
+            labels,
+        )
+    ]
+    if params.real_images_path and Path(params.real_images_path).exists():
+        table += _real_photo_precision(
+            params.real_images_path, image_encoder.load(Path(params.artifacts_dir) / MODEL_DIR)
+        )
+    reports = Path(params.reports_dir)
+    captions = [
+        f"{t[:12]}\n{c[:12]}"
+        for t, c in zip(vectors["product_type_name"], vectors["colour_group_name"], strict=True)
+    ]
+    queries = list(np.random.default_rng(0).choice(len(ids), size=min(8, len(ids)), replace=False))
+    grid = neighbour_grid(pixels, rows[:, : min(5, k)], queries, captions, reports / "similar_articles.png")
+    (reports / "image_neighbours.json").write_text(json.dumps(table, indent=2))
+    with tracked_run(
+        absolute_tracking_uri(params.mlflow_tracking_uri),
+        params.experiment,
+        "index_images",
+        {"task": "index_images"},
+    ) as run:
+        mlflow.log_params({"model_version": version, "neighbours": k, "articles": len(ids)})
+        for row in table:
+            prefix = f"{row['images'].split(' ')[0]}.{row['method']}"
+            mlflow.log_metrics(
+                {metric_name(prefix, key): v for key, v in row.items() if key.startswith("precision")}
+            )
+        mlflow.log_artifact(str(grid))
+        mlflow.log_artifact(str(reports / "image_neighbours.json"))
+        run_id = run.info.run_id
+    return {
+        "model_version": version,
+        "embedded_now": embedded_now,
+        "embeddings": total,
+        "similar_articles_version": similar_version,
+        "neighbour_precision": table,
+        "grid": str(grid),
+        "mlflow_run_id": run_id,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
