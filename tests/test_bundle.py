@@ -73,6 +73,7 @@ def test_dependency_order_and_cycles(tmp_path):
 
 JOB_TASKS = [
     "ingest",
+    "ingest_images",
     "features",
     "train_retrieval",
     "build_index",
