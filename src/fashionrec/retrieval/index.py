@@ -1,11 +1,12 @@
 """The ANN index over the catalogue's candidate embeddings (FAISS, inner product on unit vectors).
 
 Chosen by measurement (docs/benchmarks.md, this 2-core machine): exact inner-product search answers
-one query in 2.0 ms at H&M's 105k articles and 20 ms at 1M, so it is used up to `EXACT_MAX_ARTICLES`;
-above that an inverted-file index (IVF-Flat, about √n lists, enough of them probed to scan ~30k vectors)
-answers in under a millisecond with recall@100 >= 0.95 against exact (105k: 0.85 ms, 0.97; 1M: 0.75 ms, 0.96). HNSW (faster at equal recall on some data, but 255 s to build at
-1M here and 0.77 recall at efSearch 512 on clustered vectors) stays available as `kind="hnsw"`.
-Index and article-id map are saved together in one file, written atomically.
+one query in 2.0-2.5 ms at H&M's 105k articles and 16-24 ms at 1M, so it is used only up to
+`EXACT_MAX_ARTICLES`. Above that an inverted-file index (IVF-Flat, about sqrt(n) lists, enough of them
+probed to scan ~30k vectors) answers in under a millisecond at recall@100 >= 0.95 against exact
+(105k: 0.54 ms, 0.968; 1M: 0.75 ms, 0.961). HNSW (255 s to build at 1M here, 0.77 recall at efSearch
+512 on clustered vectors) stays available as `kind="hnsw"`. Index and article-id map are saved together
+in one file, written atomically.
 """
 
 from __future__ import annotations
