@@ -11,7 +11,7 @@ import xgboost as xgb
 
 from fashionrec.data.availability import region_index
 from fashionrec.features.weeks import first_day, week_of
-from fashionrec.ranking.candidates import repurchase, same_product, union_candidates
+from fashionrec.ranking.candidates import repurchase, same_product, union_candidates, visual_cold_start
 from fashionrec.ranking.features import ranking_features
 from fashionrec.ranking.filters import FilterRules, apply_filters, customer_region, filter_counts
 from fashionrec.ranking.model import BoosterParams, Ranker, fit
@@ -72,6 +72,31 @@ def test_same_product_proposes_other_colours_not_the_bought_ones(spark, lake_row
         "0100000003",
         "0200000002",
     ]
+
+
+def _similar(spark):
+    """Visual neighbours: 0100000003 and 0300000002 (never sold) look like c1's and c2's purchases."""
+    return spark.createDataFrame(
+        [
+            ("0100000001", ["0100000002", "0100000003"], [0.9, 0.8]),
+            ("0200000001", ["0300000002", "0100000003"], [0.7, 0.95]),
+            ("0100000002", ["0300000002", "0100000001"], [0.6, 0.9]),
+        ],
+        "article_id string, neighbour_ids array<string>, scores array<double>",
+    )
+
+
+def test_visual_source_proposes_never_sold_lookalikes_of_recent_purchases(spark, lake_rows):
+    tx, _ = lake_rows
+    targets = spark.createDataFrame([("c1",), ("c2",)], "customer_id string")
+    rows = visual_cold_start(tx, tx, _similar(spark), targets, WEEK, 5, weeks_back=12).collect()
+    got = {(r["customer_id"], r["article_id"]): (r["source_rank"], r["source_score"]) for r in rows}
+    # 0100000002 has sold (c2, 3 days before): not cold. c1: 0100000003 via 0200000001 (0.95) first.
+    assert got == {
+        ("c1", "0100000003"): (1, 0.95),
+        ("c1", "0300000002"): (2, 0.7),
+        ("c2", "0300000002"): (1, 0.6),
+    }
 
 
 def test_union_keeps_each_sources_rank_and_one_row_per_pair(spark):
@@ -179,7 +204,9 @@ def test_interaction_features_count_only_purchases_before_the_week(spark, lake_r
     )
     rows = {
         r["article_id"]: r
-        for r in ranking_features(candidates, empty, no_articles, tx, articles, WEEK).collect()
+        for r in ranking_features(
+            candidates, empty, no_articles, tx, articles, WEEK, _similar(spark)
+        ).collect()
     }
     sibling = rows["0100000002"]  # same product as 0100000001, bought twice (1 and 20 days before)
     assert sibling["n_bought_article"] == 0 and sibling["n_bought_product"] == 2
@@ -192,6 +219,8 @@ def test_interaction_features_count_only_purchases_before_the_week(spark, lake_r
         and other["days_since_product"] == 10
     )
     assert other["rank_two_tower"] == 2 and other["rank_repurchase"] == 999
+    # Closest visual match among c1's past purchases: 0100000001 lists 0100000002 at 0.9; none lists 0200000002.
+    assert sibling["visual_similarity"] == 0.9 and other["visual_similarity"] == 0.0
 
 
 class _ByColumn:

@@ -194,6 +194,8 @@ class RankingParams(LakeParams):
     same_product_candidates: int = 12
     trending_candidates: int = 12
     age_band_candidates: int = 12
+    # Visual neighbours of recent purchases that have never sold (cold start; needs similar_articles).
+    visual_candidates: int = 12
     random_negatives: int = 2
     # Already-bought filter window in weeks; -1 picks 0 (off), 1 or 4 by validation MAP@12.
     already_bought_weeks: int = -1

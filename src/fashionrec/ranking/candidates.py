@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from fashionrec.evaluation.baselines import age_band
 from fashionrec.features.weeks import week_col
 
-SOURCES = ("two_tower", "repurchase", "same_product", "trending", "age_band")
+SOURCES = ("two_tower", "repurchase", "same_product", "trending", "age_band", "visual")
 ABSENT_RANK = 999  # rank feature of a source that did not propose the article
 
 
@@ -32,6 +32,7 @@ class CandidateCounts:
     same_product: int = 12
     trending: int = 12
     age_band: int = 12
+    visual: int = 12
     repurchase_weeks: int = 12
 
 
@@ -142,6 +143,46 @@ def age_band_popular(
         .join(F.broadcast(top), "band"),
         "age_band",
     )
+
+
+def visual_pairs(similar: DataFrame) -> DataFrame:
+    """`similar_articles` as rows (article_id, neighbour_id, similarity)."""
+    pair = F.explode(F.arrays_zip("neighbour_ids", "scores")).alias("pair")
+    return similar.select("article_id", pair).select(
+        "article_id",
+        F.col("pair.neighbour_ids").alias("neighbour_id"),
+        F.col("pair.scores").cast("double").alias("similarity"),
+    )
+
+
+def visual_cold_start(
+    personal_tx: DataFrame,
+    global_tx: DataFrame,
+    similar: DataFrame,
+    targets: DataFrame,
+    week: int,
+    n: int,
+    weeks_back: int,
+) -> DataFrame:
+    """Articles that have never sold before `week` (no sales signal, so no other source finds them) that
+    look like what the customer bought recently: visual neighbours from `similar_articles`, closest first.
+    """
+    bought = (
+        _before(personal_tx, week, weeks_back)
+        .join(targets, "customer_id", "left_semi")
+        .select("customer_id", "article_id")
+        .distinct()
+    )
+    sold = _before(global_tx, week).select("article_id").distinct()
+    cold_pairs = visual_pairs(similar).join(
+        sold.withColumnRenamed("article_id", "neighbour_id"), "neighbour_id", "left_anti"
+    )
+    looks_like = (
+        bought.join(F.broadcast(cold_pairs), "article_id")
+        .groupBy("customer_id", F.col("neighbour_id").alias("article_id"))
+        .agg(F.max("similarity").alias("source_score"))
+    )
+    return _rows(_ranked(looks_like, ["customer_id"], [F.desc("source_score"), "article_id"], n), "visual")
 
 
 def union_candidates(per_source: list[DataFrame]) -> DataFrame:

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fashionrec.features.weeks import first_day, week_col
-from fashionrec.ranking.candidates import ABSENT_RANK, SOURCES
+from fashionrec.ranking.candidates import ABSENT_RANK, SOURCES, visual_pairs
 
 CUSTOMER_FEATURES = [
     "age",
@@ -48,6 +48,7 @@ INTERACTION_FEATURES = [
     "days_since_product",
     "price_ratio",
     "age_gap",
+    "visual_similarity",
 ]
 SOURCE_FEATURES = [f"rank_{s}" for s in SOURCES] + ["score_two_tower", "n_sources"]
 FEATURES = SOURCE_FEATURES + CUSTOMER_FEATURES + ARTICLE_FEATURES + INTERACTION_FEATURES
@@ -55,7 +56,9 @@ FEATURES = SOURCE_FEATURES + CUSTOMER_FEATURES + ARTICLE_FEATURES + INTERACTION_
 _ATTRS = ["article_id", "product_code", "product_type_no", "colour_group_code"]
 
 
-def _interactions(pairs: DataFrame, personal_tx: DataFrame, articles: DataFrame, week: int) -> DataFrame:
+def _interactions(
+    pairs: DataFrame, personal_tx: DataFrame, articles: DataFrame, week: int, similar: DataFrame | None
+) -> DataFrame:
     attrs = F.broadcast(articles.select(*_ATTRS))
     past = (
         personal_tx.where(week_col(F.col("t_dat")) < week)
@@ -79,6 +82,18 @@ def _interactions(pairs: DataFrame, personal_tx: DataFrame, articles: DataFrame,
         .join(by("colour_group_code", "colour", False), ["customer_id", "colour_group_code"], "left")
         .drop("product_code", "product_type_no", "colour_group_code")
     )
+    if similar is not None:
+        # Closest visual match among the customer's past purchases (0: not among any of their neighbours).
+        looks_like = (
+            past.select("customer_id", "article_id")
+            .distinct()
+            .join(F.broadcast(visual_pairs(similar)), "article_id")
+            .groupBy("customer_id", F.col("neighbour_id").alias("article_id"))
+            .agg(F.max("similarity").alias("visual_similarity"))
+        )
+        out = out.join(looks_like, ["customer_id", "article_id"], "left").fillna(0.0, ["visual_similarity"])
+    else:
+        out = out.withColumn("visual_similarity", F.lit(None).cast("double"))
     return out.fillna(0, subset=[f"n_bought_{n}" for n in ("article", "product", "type", "colour")])
 
 
@@ -89,6 +104,7 @@ def ranking_features(
     personal_tx: DataFrame,
     articles: DataFrame,
     week: int,
+    similar: DataFrame | None = None,
 ) -> DataFrame:
     """`candidates` (from `union_candidates`) with every column of `FEATURES`, nulls where unknown.
 
@@ -105,7 +121,7 @@ def ranking_features(
         F.col("mean_price").alias("article_mean_price"),
     )
     out = (
-        _interactions(candidates, personal_tx, articles, week)
+        _interactions(candidates, personal_tx, articles, week, similar)
         .join(customers, "customer_id", "left")
         .join(F.broadcast(items), "article_id", "left")
         .withColumn("price_ratio", F.col("article_mean_price") / F.col("customer_mean_price"))

@@ -27,6 +27,7 @@ class WeekInputs:
     customer_features: DataFrame  # one row per customer for `week`
     article_features: DataFrame  # one row per article for `week`
     availability: DataFrame | None
+    similar: DataFrame | None = None  # similar_articles (visual neighbours), when the image tasks ran
 
 
 def build_candidates(
@@ -49,7 +50,21 @@ def build_candidates(
         sources.trending(inputs.global_tx, targets, week, counts.trending),
         sources.age_band_popular(inputs.global_tx, inputs.customers, targets, week, counts.age_band),
     ]
-    return union_candidates([s for s, n in zip(per_source, _counts(counts), strict=True) if n > 0])
+    wanted = _counts(counts)
+    if inputs.similar is not None and counts.visual > 0:
+        per_source.append(
+            sources.visual_cold_start(
+                inputs.personal_tx,
+                inputs.global_tx,
+                inputs.similar,
+                targets,
+                week,
+                counts.visual,
+                counts.repurchase_weeks,
+            )
+        )
+        wanted.append(counts.visual)
+    return union_candidates([s for s, n in zip(per_source, wanted, strict=True) if n > 0])
 
 
 def _counts(counts: CandidateCounts) -> list[int]:
@@ -75,5 +90,6 @@ def filtered_features(
         inputs.personal_tx,
         inputs.articles,
         inputs.week,
+        inputs.similar,
     )
     return features, counts

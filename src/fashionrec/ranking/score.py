@@ -239,6 +239,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     articles = read_table(spark, tables, Tables.ARTICLES)
     personal_tx = tx.join(targets, "customer_id", "left_semi")
     has_availability = current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None
+    has_similar = current_version(spark, tables, Tables.SIMILAR_ARTICLES) is not None
     inputs = WeekInputs(
         week=week,
         personal_tx=personal_tx,
@@ -250,6 +251,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         ),
         article_features=article_features(global_tx, customers, articles, [week]),
         availability=read_table(spark, tables, Tables.ARTICLE_AVAILABILITY) if has_availability else None,
+        similar=read_table(spark, tables, Tables.SIMILAR_ARTICLES) if has_similar else None,
     )
     partitions = params.partitions or spark.sparkContext.defaultParallelism
     scored, candidates = score_customers(spark, params.artifacts_dir, inputs, targets, partitions)

@@ -57,6 +57,7 @@ def candidate_counts(params: RankingParams) -> CandidateCounts:
         same_product=params.same_product_candidates,
         trending=params.trending_candidates,
         age_band=params.age_band_candidates,
+        visual=params.visual_candidates,
     )
 
 
@@ -71,6 +72,7 @@ def week_inputs(spark: SparkSession, params: Any, week: int, snapshot: dict[str,
         customer_features=snapshot[Tables.CUSTOMER_FEATURES].where(F.col("as_of_week") == week),
         article_features=snapshot[Tables.ARTICLE_FEATURES].where(F.col("as_of_week") == week),
         availability=snapshot.get(Tables.ARTICLE_AVAILABILITY),
+        similar=snapshot.get(Tables.SIMILAR_ARTICLES),
     )
 
 
@@ -183,9 +185,10 @@ def _snapshot(spark: SparkSession, params: RankingParams) -> tuple[dict[str, Dat
         raise ValueError(
             f"table(s) {', '.join(missing)} not found in {params.tables.describe()}: run the earlier tasks first"
         )
-    optional = current_version(spark, params.tables, Tables.ARTICLE_AVAILABILITY)
-    if optional is not None:
-        versions[Tables.ARTICLE_AVAILABILITY] = optional
+    for table in (Tables.ARTICLE_AVAILABILITY, Tables.SIMILAR_ARTICLES):  # optional inputs
+        version = current_version(spark, params.tables, table)
+        if version is not None:
+            versions[table] = version
     snapshot = {t: read_table(spark, params.tables, t, version=v) for t, v in versions.items()}
     return snapshot, versions  # type: ignore[return-value]
 
