@@ -60,3 +60,35 @@ def tiny_lake(spark, tiny_data, tmp_path_factory):
     run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(tiny_data)), spark)
     figures = run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3), spark)
     return TableLocator(lakehouse=str(lakehouse)), figures
+
+
+@pytest.fixture(scope="session")
+def job_run(spark, tiny_data, tmp_path_factory) -> Path:
+    """The whole job graph on the tiny data set, run once by the local runner; returns its folder.
+
+    test_bundle's batch-scoring test appends transactions to this lakehouse (and re-scores everyone), so
+    later tests see a lakehouse whose `recommendations` match its `scoring_state`.
+    """
+    tmp_path = tmp_path_factory.mktemp("job")
+    from fashionrec.runner.local import run_job
+
+    result = run_job(
+        REPO_ROOT,
+        target="local",
+        variables={
+            "data_path": str(tiny_data),
+            "images_path": str(tiny_data / "images"),
+            "lakehouse_dir": str(tmp_path / "lakehouse"),
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "reports_dir": str(tmp_path / "reports"),
+            "artifacts_dir": str(tmp_path / "artifacts"),
+            "max_evals": "1",
+            "retrieval_epochs": "2",
+            "image_epochs": "1",
+            "image_steps_per_epoch": "30",
+        },
+        summary_path=tmp_path / "reports" / "latest_run.json",
+        quiet=True,
+    )
+    assert result.failed is None, result.failed
+    return tmp_path

@@ -74,6 +74,8 @@ def test_dependency_order_and_cycles(tmp_path):
 JOB_TASKS = [
     "ingest",
     "ingest_images",
+    "train_image_similarity",
+    "index_images",
     "features",
     "train_retrieval",
     "build_index",
@@ -81,33 +83,6 @@ JOB_TASKS = [
     "evaluate",
     "batch_score",
 ]
-
-
-@pytest.fixture(scope="module")
-def job_run(spark, tiny_data, tmp_path_factory) -> Path:
-    """The whole job graph on the tiny data set, run once by the local runner; returns its folder.
-
-    The batch-scoring test below appends transactions to this lakehouse, so it runs after the graph test.
-    """
-    tmp_path = tmp_path_factory.mktemp("job")
-    result = run_job(
-        REPO_ROOT,
-        target="local",
-        variables={
-            "data_path": str(tiny_data),
-            "images_path": str(tiny_data / "images"),
-            "lakehouse_dir": str(tmp_path / "lakehouse"),
-            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "reports_dir": str(tmp_path / "reports"),
-            "artifacts_dir": str(tmp_path / "artifacts"),
-            "max_evals": "1",
-            "retrieval_epochs": "2",
-        },
-        summary_path=tmp_path / "reports" / "latest_run.json",
-        quiet=True,
-    )
-    assert result.failed is None, result.failed
-    return tmp_path
 
 
 def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_data):
@@ -125,6 +100,13 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     assert written["tasks"]["ingest_images"]["inserted"] == articles
     assert written["tasks"]["ingest_images"]["images_of_known_articles"] == articles
     assert list(written["tasks"]) == JOB_TASKS
+
+    # Images: a model trained on article_images, every article's neighbours, precision beside baselines.
+    visual = written["tasks"]["index_images"]
+    assert visual["embeddings"] == articles and (tmp_path / "reports" / "similar_articles.png").exists()
+    assert {"learned (TF Similarity)", "raw pixels 24x24", "random"} <= {
+        row["method"] for row in visual["neighbour_precision"]
+    }
     assert written["tasks"]["evaluate"]["oracle_map@12"] > 0
     assert (tmp_path / "reports" / "map_test.png").exists()
 

@@ -107,9 +107,9 @@ def same_product(
     )
 
 
-def trending(global_tx: DataFrame, targets: DataFrame, week: int, n: int) -> DataFrame:
-    """Last week's best sellers, the same list for everyone."""
-    top = _ranked(
+def trending_top(global_tx: DataFrame, week: int, n: int) -> DataFrame:
+    """(article_id, source_rank, source_score): last week's `n` best sellers."""
+    return _ranked(
         article_sales(global_tx, week, 1)
         .withColumn("_all", F.lit(1))
         .withColumnRenamed("sales", "source_score"),
@@ -117,28 +117,45 @@ def trending(global_tx: DataFrame, targets: DataFrame, week: int, n: int) -> Dat
         [F.desc("source_score"), "article_id"],
         n,
     ).drop("_all")
+
+
+def trending(global_tx: DataFrame, targets: DataFrame, week: int, n: int) -> DataFrame:
+    """Last week's best sellers, the same list for everyone."""
+    top = trending_top(global_tx, week, n)
     return _rows(targets.select("customer_id").crossJoin(F.broadcast(top)), "trending")
+
+
+def customer_bands(customers: DataFrame) -> DataFrame:
+    """(customer_id, band): the age band, -1 where the age is unknown."""
+    return customers.select("customer_id", F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"))
+
+
+def age_band_tops(
+    global_tx: DataFrame, customers: DataFrame, week: int, n: int, weeks_back: int = 2
+) -> DataFrame:
+    """(band, article_id, source_rank, source_score): each age band's `n` best sellers of the last
+    `weeks_back` weeks; band -1 holds everyone's (for unknown ages)."""
+    sales = _before(global_tx, week, weeks_back).join(customer_bands(customers), "customer_id")
+    per_band = sales.groupBy("band", "article_id").agg(F.count("*").alias("source_score"))
+    overall = (
+        sales.groupBy("article_id").agg(F.count("*").alias("source_score")).withColumn("band", F.lit(-1))
+    )
+    return _ranked(
+        per_band.where(F.col("band") >= 0).unionByName(overall),
+        ["band"],
+        [F.desc("source_score"), "article_id"],
+        n,
+    )
 
 
 def age_band_popular(
     global_tx: DataFrame, customers: DataFrame, targets: DataFrame, week: int, n: int, weeks_back: int = 2
 ) -> DataFrame:
     """Best sellers of the last two weeks among customers of the same age band (unknown age: everyone)."""
-    bands = customers.select("customer_id", F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"))
-    sales = _before(global_tx, week, weeks_back).join(bands, "customer_id")
-    per_band = sales.groupBy("band", "article_id").agg(F.count("*").alias("source_score"))
-    overall = (
-        sales.groupBy("article_id").agg(F.count("*").alias("source_score")).withColumn("band", F.lit(-1))
-    )
-    top = _ranked(
-        per_band.where(F.col("band") >= 0).unionByName(overall),
-        ["band"],
-        [F.desc("source_score"), "article_id"],
-        n,
-    )
+    top = age_band_tops(global_tx, customers, week, n, weeks_back)
     return _rows(
         targets.select("customer_id")
-        .join(bands, "customer_id", "left")
+        .join(customer_bands(customers), "customer_id", "left")
         .fillna(-1, ["band"])
         .join(F.broadcast(top), "band"),
         "age_band",

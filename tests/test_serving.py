@@ -1,0 +1,183 @@
+"""Online serving: the in-memory recommender equals batch scoring, and the real MLflow scoring server
+answers real HTTP requests (good and bad ones) with the right status codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from fashionrec.config import TableLocator
+
+
+@pytest.fixture(scope="module")
+def snapshot(spark, job_run) -> Path:
+    from fashionrec.serving.snapshot import build_snapshot
+
+    out = job_run / "serving" / "snapshot"
+    build_snapshot(spark, TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recommender(snapshot, job_run):
+    from fashionrec.serving.online import OnlineRecommender
+
+    return OnlineRecommender(snapshot, job_run / "artifacts")
+
+
+def test_online_answers_equal_the_recommendations_table(spark, job_run, recommender):
+    rows = spark.read.format("delta").load(str(job_run / "lakehouse" / "recommendations")).collect()
+    table = {r["customer_id"]: r for r in rows}
+    warm = sorted(c for c, r in table.items() if not r["fallback"])[:40]
+    cold = sorted(c for c, r in table.items() if r["fallback"])[:10]
+    assert warm and cold
+    answers = recommender.recommend(warm + cold)
+    for answer in answers:
+        row = table[answer.customer_id]
+        assert answer.fallback == row["fallback"], answer.customer_id
+        assert answer.article_ids == list(row["article_ids"]), answer.customer_id
+        assert answer.scores == pytest.approx(list(row["scores"]), rel=1e-4, abs=1e-5)
+        assert answer.sources == list(row["sources"]), answer.customer_id
+
+
+def test_exclude_k_unknown_customers_and_similar_items(recommender):
+    customer = next(iter(recommender.purchases))
+    first = recommender.recommend([customer], k=12)[0]
+    shorter = recommender.recommend([customer], k=5, exclude={first.article_ids[0]})[0]
+    assert len(shorter.article_ids) <= 5 and first.article_ids[0] not in shorter.article_ids
+    stranger = recommender.recommend(["no-such-customer"])[0]
+    assert stranger.fallback and len(stranger.article_ids) == recommender.k
+    assert set(stranger.sources) == {"age_band_fallback"}
+    article = recommender.similar.iloc[0]["article_id"]
+    neighbours = recommender.similar_items(article, 3)
+    assert len(neighbours) == 3 and article not in [a for a, _ in neighbours]
+    assert [s for _, s in neighbours] == sorted((s for _, s in neighbours), reverse=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(job_run, snapshot):
+    """The logged pyfunc model behind `mlflow models serve` on a free local port; stopped afterwards."""
+    from fashionrec.serving.pyfunc import log_recommender
+
+    tracking = f"sqlite:///{job_run / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("serving-test")
+    with mlflow.start_run():
+        info = log_recommender(snapshot, job_run / "artifacts")
+    port = _free_port()
+    # The server runs `uvicorn` from PATH: the interpreter's own bin folder first (the venv's).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            info.model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"scoring server did not start: {process.stderr.read().decode()[-3000:]}")
+            time.sleep(1)
+        yield f"{base}/invocations"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_rest_endpoint_answers_single_batch_unknown_and_similar(server, recommender):
+    warm = sorted(recommender.purchases)[:3]
+    status, body = _post(server, {"dataframe_records": [{"customer_id": warm[0]}]})
+    assert status == 200, body
+    answer = body["predictions"][0]
+    expected = recommender.recommend([warm[0]])[0]
+    assert answer["id"] == warm[0] and answer["article_ids"] == expected.article_ids
+    assert answer["fallback"] is False and len(answer["sources"]) == len(answer["article_ids"])
+
+    status, body = _post(
+        server,
+        {
+            "dataframe_split": {
+                "columns": ["customer_id", "k"],
+                "data": [[warm[1], 5], [warm[2], 3], ["someone-new", 4]],
+            }
+        },
+    )
+    assert status == 200, body
+    lengths = [len(p["article_ids"]) for p in body["predictions"]]
+    assert lengths[0] <= 5 and lengths[1] <= 3 and lengths[2] == 4
+    assert body["predictions"][2]["fallback"] is True
+
+    article = recommender.similar.iloc[0]["article_id"]
+    status, body = _post(server, {"dataframe_records": [{"article_id": article, "k": 4}]})
+    assert status == 200 and len(body["predictions"][0]["article_ids"]) == 4
+    assert set(body["predictions"][0]["sources"]) == {"visual"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"dataframe_records": [{"k": 5}]}, "exactly one of customer_id and article_id"),
+        ({"dataframe_records": [{"customer_id": "x", "k": 0}]}, "k must be from 1 to 100"),
+        ({"dataframe_records": [{"customer_id": "x", "k": 1000}]}, "k must be from 1 to 100"),
+        ({"dataframe_records": [{"customer_id": "x", "as_of": "yesterday"}]}, "as_of must be a date"),
+        ({"dataframe_records": [{"article_id": "0000000000"}]}, "unknown article_id"),
+        ({"dataframe_records": [{"customer_id": "x", "k": "five"}]}, "k"),
+        (b"{not json", ""),
+    ],
+)
+def test_rest_endpoint_rejects_bad_requests_with_400(server, body, reason):
+    status, answer = _post(server, body)
+    assert status == 400, answer
+    assert reason in answer.get("message", ""), answer
