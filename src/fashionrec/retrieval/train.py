@@ -105,6 +105,7 @@ def recall_against_catalog(
 
 
 def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> WorkerResult:
+    from fashionrec.training.progress import EpochLog
     from fashionrec.training.tf_env import import_tensorflow
 
     tf = import_tensorflow()
@@ -142,7 +143,13 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
     else:
         dataset = tf_dataset(arrays, hp.batch_size, seed, hp.customer_dropout)
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=hp.epochs, steps_per_epoch=steps, verbose=0)
+    history = model.fit(
+        dataset,
+        epochs=hp.epochs,
+        steps_per_epoch=steps,
+        verbose=0,
+        callbacks=[EpochLog("two-tower", hp.epochs, enabled=worker.is_chief)],
+    )
     seconds = time.perf_counter() - started
 
     result = WorkerResult(

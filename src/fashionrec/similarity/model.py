@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fashionrec.training.progress import EpochLog
 from fashionrec.training.tf_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -54,7 +55,11 @@ def build_model(hp: ImageHyperParams, size: int) -> Any:
 
 
 def train(
-    pixels: np.ndarray, classes: np.ndarray, hp: ImageHyperParams, strategy: Any = None
+    pixels: np.ndarray,
+    classes: np.ndarray,
+    hp: ImageHyperParams,
+    strategy: Any = None,
+    log_epochs: bool = True,
 ) -> tuple[Any, list[float]]:
     """Fit on class-balanced batches: each batch holds `classes_per_batch` classes x `examples_per_class`.
 
@@ -76,7 +81,9 @@ def train(
     else:
         with strategy.scope():
             model = build_model(hp, pixels.shape[1])
-    history = model.fit(sampler, epochs=hp.epochs, verbose=0)
+    history = model.fit(
+        sampler, epochs=hp.epochs, verbose=0, callbacks=[EpochLog("image model", hp.epochs, log_epochs)]
+    )
     return model, [float(v) for v in history.history["loss"]]
 
 

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
-from fashionrec.similarity.images import decode, raw_pixel_vectors
+from fashionrec.similarity.images import DISPLAY_SIZE, decode, raw_pixel_vectors
 from fashionrec.similarity.neighbours import (
     nearest,
     neighbour_grid,
@@ -124,7 +124,9 @@ def train_and_score(
     from fashionrec.similarity import model as image_model
 
     started = time.perf_counter()
-    model, losses = image_model.train(pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy)
+    model, losses = image_model.train(
+        pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
+    )
     seconds = time.perf_counter() - started
     metrics = (
         neighbour_precision(image_model.embed(model, holdout_pixels), holdout)
@@ -375,7 +377,7 @@ def run_index_images(params: ImageIndexParams, spark: SparkSession | None = None
 
     # Quality on the synthetic catalogue: the learned neighbours against raw pixels and random ones.
     images = catalogue_images(spark, params).set_index("article_id").loc[ids].reset_index()
-    pixels = decode(images["content"].tolist())
+    pixels = decode(images["content"].tolist(), DISPLAY_SIZE)
     labels = {
         "type": vectors["product_type_no"].to_numpy(),
         "colour": vectors["colour_group_code"].to_numpy(),
