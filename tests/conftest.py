@@ -85,7 +85,7 @@ def job_run(spark, tiny_data, tmp_path_factory) -> Path:
             "max_evals": "1",
             "retrieval_epochs": "2",
             "image_epochs": "1",
-            "image_steps_per_epoch": "30",
+            "image_steps_per_epoch": "50",
         },
         summary_path=tmp_path / "reports" / "latest_run.json",
         quiet=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,50 +35,37 @@ def test_holdout_keeps_every_colour_of_a_product_on_one_side():
     assert np.array_equal(mask, holdout_mask(codes, 0.3, seed=1))
 
 
-@pytest.fixture(scope="module")
-def image_lake(spark, tiny_lake, tiny_data, tmp_path_factory):
-    """The shared tiny lakehouse plus its images (a table no other test reads); artifacts in a new folder."""
-    from fashionrec.config import ImageIngestParams
-    from fashionrec.lake.images import run_ingest_images
+def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, tiny_data):
+    """The job graph's train_image_similarity and index_images figures, then index_images once more."""
+    from fashionrec.config import ImageIndexParams
+    from fashionrec.similarity.task import run_index_images
 
-    root = tmp_path_factory.mktemp("images")
-    tables, _ = tiny_lake
-    run_ingest_images(
-        ImageIngestParams(lakehouse=tables.lakehouse, images_path=str(tiny_data / "images")), spark
-    )
-    return root, tables.lakehouse
-
-
-def test_image_model_beats_random_and_the_index_is_incremental(spark, image_lake, tiny_data):
-    from fashionrec.config import ImageIndexParams, ImageSimilarityParams
-    from fashionrec.similarity.task import run_index_images, run_train_image_similarity
-
-    image_lake, lakehouse = image_lake
-    common = dict(
-        lakehouse=lakehouse,
-        artifacts_dir=str(image_lake / "artifacts"),
-        mlflow_tracking_uri=f"sqlite:///{image_lake / 'mlflow.db'}",
-    )
-    trained = run_train_image_similarity(
-        ImageSimilarityParams(**common, epochs=2, steps_per_epoch=25, class_key="type_colour"), spark
-    )
-    learned = trained["holdout_precision"][0]
+    tasks = json.loads((job_run / "reports" / "latest_run.json").read_text())["tasks"]
+    learned = tasks["train_image_similarity"]["holdout_precision"][0]
     assert learned["precision@5_same_type"] > 0.3  # random: about 0.1 on this catalogue
-    assert (image_lake / "artifacts" / "similarity" / "model" / "saved_model.pb").exists()
+    assert (job_run / "artifacts" / "similarity" / "model" / "saved_model.pb").exists()
 
-    params = ImageIndexParams(**common, reports_dir=str(image_lake / "reports"), neighbours=6)
-    first = run_index_images(params, spark)
+    first = tasks["index_images"]
     articles = len(pd.read_csv(tiny_data / "articles.csv"))
     assert first["embedded_now"] == first["embeddings"] == articles
-    table = {row["method"]: row for row in first["neighbour_precision"]}
+    table = {
+        row["method"]: row for row in first["neighbour_precision"] if row["images"].startswith("synthetic")
+    }
     assert (
         table["learned (TF Similarity)"]["precision@5_same_type"] > table["random"]["precision@5_same_type"]
     )
-    assert (image_lake / "reports" / "similar_articles.png").exists()
+    assert (job_run / "reports" / "similar_articles.png").exists()
+    lakehouse = job_run / "lakehouse"
     similar = spark.read.format("delta").load(f"{lakehouse}/similar_articles")
     row = similar.first()
-    assert len(row["neighbour_ids"]) == 6 and row["article_id"] not in row["neighbour_ids"]
+    assert len(row["neighbour_ids"]) == 12 and row["article_id"] not in row["neighbour_ids"]
     assert similar.count() == articles
 
+    params = ImageIndexParams(
+        lakehouse=str(lakehouse),
+        artifacts_dir=str(job_run / "artifacts"),
+        mlflow_tracking_uri=f"sqlite:///{job_run / 'mlflow.db'}",
+        reports_dir=str(job_run / "reports"),
+    )
     again = run_index_images(params, spark)
     assert again["embedded_now"] == 0 and again["embeddings"] == articles
