@@ -4,15 +4,17 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SCALE ?= small
+PORT ?= 5001
 export PYTHONUNBUFFERED := 1
 export FASHIONREC_JARS := $(CURDIR)/.jars
 
-.PHONY: help setup demo test bench lint format clean clean-data
+.PHONY: help setup demo test bench serve lint format clean clean-data
 
 help:
 	@echo "make demo   - set up, generate the '$(SCALE)' data set, run the whole job graph locally"
 	@echo "make test   - set up, run the test suite"
 	@echo "make bench  - set up, run the benchmarks (BENCH=ingest SCALE=full ...)"
+	@echo "make serve  - serve the registered champion on http://127.0.0.1:$(PORT) (after make demo)"
 	@echo "make lint   - ruff"
 
 # Python environment: re-installed when the pins change.
@@ -41,6 +43,11 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks $(if $(BENCH),--only $(BENCH)) --scale $(if $(filter small,$(SCALE)),full,$(SCALE))
+
+# The registered champion behind the MLflow scoring server (the venv's uvicorn first on PATH).
+serve: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLFLOW_TRACKING_URI=sqlite:///mlflow.db \
+		$(PY) -m mlflow models serve -m models:/fashionrec_recommender@champion --env-manager local -h 127.0.0.1 -p $(PORT)
 
 lint: setup
 	$(PY) -m ruff check src tests jobs benchmarks notebooks

@@ -82,6 +82,7 @@ JOB_TASKS = [
     "train_ranker",
     "evaluate",
     "batch_score",
+    "register",
 ]
 
 
@@ -144,6 +145,9 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     customers = len((tiny_data / "customers.csv").read_text().splitlines()) - 1
     assert scored["mode"] == "full (first run)" and scored["recommendations_rows"] == customers
     assert 0 < scored["fallback_rows"] < customers
+    registered = written["tasks"]["register"]
+    assert registered["alias"] == "champion" and registered["version"] == 1
+    assert registered["test_map@12"] == pytest.approx(ranker["full_pipeline_map@12"], abs=1e-5)
 
 
 def _recommendations(spark, lakehouse: Path) -> dict[str, tuple]:

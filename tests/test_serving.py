@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import pytest
 
 from fashionrec.config import TableLocator
@@ -80,16 +79,32 @@ def _post(url: str, body: object) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+def test_champion_moves_only_when_the_new_version_is_no_worse():
+    from fashionrec.serving.register import decide
+
+    assert decide(0.05, None)[0] == "champion"
+    assert decide(0.05, 0.05)[0] == "champion"
+    alias, reason = decide(0.04, 0.05)
+    assert alias == "challenger" and "champion kept" in reason
+
+
 @pytest.fixture(scope="module")
-def server(job_run, snapshot):
-    """The logged pyfunc model behind `mlflow models serve` on a free local port; stopped afterwards."""
-    from fashionrec.serving.pyfunc import log_recommender
+def server(spark, job_run):
+    """`register` once more (the lakehouse has new purchases since the job ran), then the `champion`
+    behind `mlflow models serve` on a free local port; stopped afterwards."""
+    from fashionrec.config import RegisterParams
+    from fashionrec.serving.register import run_register
 
     tracking = f"sqlite:///{job_run / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment("serving-test")
-    with mlflow.start_run():
-        info = log_recommender(snapshot, job_run / "artifacts")
+    registered = run_register(
+        RegisterParams(
+            lakehouse=str(job_run / "lakehouse"),
+            artifacts_dir=str(job_run / "artifacts"),
+            mlflow_tracking_uri=tracking,
+        ),
+        spark,
+    )
+    assert registered["version"] == 2 and registered["alias"] == "champion", registered  # equal MAP: moves
     port = _free_port()
     # The server runs `uvicorn` from PATH: the interpreter's own bin folder first (the venv's).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -102,7 +117,7 @@ def server(job_run, snapshot):
             "models",
             "serve",
             "-m",
-            info.model_uri,
+            registered["model_uri"],
             "--env-manager",
             "local",
             "-h",
@@ -181,3 +196,23 @@ def test_rest_endpoint_rejects_bad_requests_with_400(server, body, reason):
     status, answer = _post(server, body)
     assert status == 400, answer
     assert reason in answer.get("message", ""), answer
+
+
+def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run):
+    from tests.conftest import REPO_ROOT
+
+    env = {
+        **os.environ,
+        "FASHIONREC_LAKEHOUSE": str(job_run / "lakehouse"),
+        "FASHIONREC_ENDPOINT": server,
+        "FASHIONREC_DRIVER_MEMORY": "1g",
+    }
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "notebooks" / "call_recommender.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("recommended:") == 3 and "looks like" in result.stdout

@@ -285,3 +285,14 @@ class ImageIndexParams(LakeParams):
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"
     reports_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class RegisterParams(LakeParams):
+    """Package the recommender as an MLflow pyfunc model, register it, and move the `champion` alias."""
+
+    artifacts_dir: str = "artifacts"
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fashionrec"
+    # Registered model name (a three-level catalog.schema.name in Unity Catalog).
+    model_name: str = "fashionrec_recommender"

@@ -47,6 +47,7 @@ from fashionrec.training.tuning import absolute_tracking_uri
 
 RANKER_DIR = Path("ranking") / "ranker"
 CONFIG_FILE = Path("ranking") / "pipeline.json"
+QUALITY_FILE = Path("ranking") / "quality.json"
 ALREADY_BOUGHT_CHOICES = (0, 1, 4)
 
 
@@ -358,6 +359,14 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     ]
     best_baseline = max(baselines, key=lambda m: results[m][key])
     pipeline_map = results["full_pipeline"][key]
+    quality_path = Path(params.artifacts_dir) / QUALITY_FILE  # what `register` compares champions by
+    tmp = quality_path.with_name(quality_path.name + ".tmp")
+    tmp.write_text(
+        json.dumps(
+            {"test_week": str(first_day(test_week)), key: pipeline_map, "best_baseline": best_baseline}
+        )
+    )
+    tmp.replace(quality_path)
     with tracked_run(
         absolute_tracking_uri(params.mlflow_tracking_uri),
         params.experiment,

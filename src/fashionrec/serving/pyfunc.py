@@ -32,6 +32,7 @@ from mlflow.types.schema import Array
 from fashionrec.features.weeks import week_of
 
 MAX_K = 100
+REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements.txt"
 MODEL_FILES = ("retrieval/towers", "retrieval/index.npz", "ranking/ranker", "ranking/pipeline.json")
 
 SIGNATURE = ModelSignature(
@@ -97,7 +98,9 @@ def parse_requests(frame: pd.DataFrame, default_k: int, week: int) -> list[dict[
         raise bad_request("no rows: send at least one customer_id or article_id")
     unknown = set(frame.columns) - {"customer_id", "article_id", "k", "exclude", "as_of"}
     if unknown:
-        raise bad_request(f"unknown field(s) {sorted(unknown)}: use customer_id, article_id, k, exclude, as_of")
+        raise bad_request(
+            f"unknown field(s) {sorted(unknown)}: use customer_id, article_id, k, exclude, as_of"
+        )
     requests = []
     for i, row in enumerate(frame.to_dict("records")):
         customer = _text(row.get("customer_id"), "customer_id", i)
@@ -134,7 +137,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
         self.recommender = OnlineRecommender(context.artifacts["snapshot"], context.artifacts["models"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         from fashionrec.serving.online import UnknownArticleError
 
         recommender = self.recommender
@@ -199,5 +204,7 @@ def log_recommender(
             signature=SIGNATURE,
             input_example=input_example,
             code_paths=[str(Path(__file__).resolve().parents[1])],
+            # The project's pins when it runs from a checkout (inference would load TensorFlow to find them).
+            pip_requirements=str(REQUIREMENTS) if REQUIREMENTS.exists() else None,
             metadata={"snapshot_week_start": meta["week_start"], "model_version": meta["model_version"]},
         )

@@ -1,0 +1,101 @@
+"""Task `register`: the recommender (pyfunc) into the MLflow Model Registry, with champion/challenger.
+
+The new version becomes `champion` only if its test-week MAP@12 is at least the current champion's;
+otherwise it is `challenger` and the task says why. The serving endpoint (resources/serving.yml) and
+`make serve` follow the `champion` alias.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pyspark.sql import SparkSession
+
+from fashionrec.config import RegisterParams
+from fashionrec.lake.session import get_spark
+from fashionrec.ranking.task import QUALITY_FILE
+from fashionrec.serving.pyfunc import log_recommender
+from fashionrec.serving.snapshot import build_snapshot
+from fashionrec.training.tracking import tracked_run
+from fashionrec.training.tuning import absolute_tracking_uri
+
+SNAPSHOT_DIR = Path("serving") / "snapshot"
+METRIC_TAG = "test_map_at_12"
+
+
+def _champion(client: MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+
+
+def registered_name(params: RegisterParams) -> str:
+    """catalog.schema.name in Unity Catalog; the bare name in a workspace or local registry."""
+    return f"{params.catalog}.{params.schema}.{params.model_name}" if params.catalog else params.model_name
+
+
+def decide(new_map: float, champion_map: float | None) -> tuple[str, str]:
+    """(alias, reason) for a new version given the champion's MAP@12 (None: no champion yet)."""
+    if champion_map is None:
+        return "champion", "first registered version"
+    if new_map >= champion_map:
+        return "champion", f"test MAP@12 {new_map:.4f} >= champion's {champion_map:.4f}"
+    return "challenger", f"test MAP@12 {new_map:.4f} < champion's {champion_map:.4f}: champion kept"
+
+
+def run_register(params: RegisterParams, spark: SparkSession | None = None) -> dict[str, Any]:
+    spark = spark or get_spark("fashionrec-register")
+    started = time.perf_counter()
+    artifacts = Path(params.artifacts_dir)
+    quality_path = artifacts / QUALITY_FILE
+    if not quality_path.exists():
+        raise FileNotFoundError(f"{quality_path} is missing: run train_ranker first")
+    quality = json.loads(quality_path.read_text())
+    new_map = float(quality["map@12"])
+    snapshot = build_snapshot(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
+
+    tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
+    with tracked_run(tracking_uri, params.experiment, "register", {"task": "register"}) as run:
+        mlflow.log_params(
+            {
+                "snapshot_week": snapshot["week_start"],
+                "version.transactions": snapshot["transactions_version"],
+                "version.popularity_snapshot": snapshot["global_version"],
+                "scoring_model_version": snapshot["model_version"],
+            }
+        )
+        mlflow.log_metric("test.map_at_12", new_map)
+        info = log_recommender(artifacts / SNAPSHOT_DIR, artifacts)
+        run_id = run.info.run_id
+    name = registered_name(params)
+    registry_uri = "databricks-uc" if params.catalog and tracking_uri == "databricks" else tracking_uri
+    mlflow.set_registry_uri(registry_uri)
+    client = MlflowClient(tracking_uri, registry_uri=registry_uri)
+    champion = _champion(client, name)
+    champion_map = None
+    if champion is not None:
+        tagged = champion.tags.get(METRIC_TAG)
+        champion_map = float(tagged) if tagged is not None else None
+    version = mlflow.register_model(info.model_uri, name, tags={METRIC_TAG: str(new_map)})
+    alias, reason = decide(new_map, champion_map)
+    client.set_registered_model_alias(name, alias, version.version)
+    return {
+        "model_name": name,
+        "version": int(version.version),
+        "alias": alias,
+        "reason": reason,
+        "test_map@12": round(new_map, 5),
+        "champion_before": int(champion.version) if champion is not None else None,
+        "snapshot_week": snapshot["week_start"],
+        "snapshot_rows": snapshot["rows"],
+        "model_uri": f"models:/{name}@champion",
+        "mlflow_run_id": run_id,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
