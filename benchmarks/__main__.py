@@ -9,7 +9,7 @@ import os
 from benchmarks.common import machine, record
 from fashionrec.runner.report import print_figures
 
-BENCHMARKS = ["ingest", "features", "retrieval", "scoring", "images"]
+BENCHMARKS = ["ingest", "features", "retrieval", "scoring", "images", "serving"]
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,21 @@ class Recommendation:
     scores: list[float]
     sources: list[str]
     fallback: bool
+
+
+class StageTimer:
+    """Seconds spent per pipeline stage, summed over calls (for the serving benchmark)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 class UnknownArticleError(KeyError):
@@ -89,6 +107,7 @@ class OnlineRecommender:
         self.index = ArticleIndex.load(artifacts / INDEX_FILE)
         self.ranker = Ranker.load(artifacts / RANKER_DIR)
         self.month_sin, self.month_cos = month_angle(self.week)
+        self.timer = StageTimer()
 
     # --- candidates -------------------------------------------------------------------------------
     def _history(self, customer_id: str) -> pd.DataFrame:
@@ -117,7 +136,10 @@ class OnlineRecommender:
                 "history": pa.array(histories, pa.list_(pa.string())),
             }
         )
-        scores, top = self.index.search(embed_queries(self.query_encoder, queries), self.counts["two_tower"])
+        with self.timer.stage("embed"):
+            embeddings = embed_queries(self.query_encoder, queries)
+        with self.timer.stage("ann"):
+            scores, top = self.index.search(embeddings, self.counts["two_tower"])
         rows = [
             (customer, article, rank + 1, float(score))
             for customer, ids, values in zip(customer_ids, top, scores, strict=True)
@@ -327,9 +349,14 @@ class OnlineRecommender:
         warm = [c for c in dict.fromkeys(customer_ids) if self.is_warm(c)]
         answers: dict[str, Recommendation] = {}
         if warm:
-            candidates = self.candidates(warm)
-            candidates = candidates[self.keep(candidates) & ~candidates["article_id"].isin(exclude)]
-            ranked = rank_frame(self.features(candidates), self.ranker, k, self.max_per_type)
+            with self.timer.stage("candidates"):
+                candidates = self.candidates(warm)  # includes the "embed" and "ann" stages
+            with self.timer.stage("filters"):
+                candidates = candidates[self.keep(candidates) & ~candidates["article_id"].isin(exclude)]
+            with self.timer.stage("features"):
+                features = self.features(candidates)
+            with self.timer.stage("rank"):
+                ranked = rank_frame(features, self.ranker, k, self.max_per_type)
             for row in ranked.itertuples(index=False):
                 answers[row.customer_id] = Recommendation(
                     row.customer_id, list(row.article_ids), list(row.scores), list(row.sources), False
