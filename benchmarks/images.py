@@ -18,26 +18,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ensure_model(scale: str) -> Path:
-    from fashionrec.config import ImageIngestParams, ImageSimilarityParams
-    from fashionrec.lake.images import run_ingest_images
-    from fashionrec.lake.session import get_spark
-    from fashionrec.similarity.task import MODEL_DIR, run_train_image_similarity
+    """The image model of data/<scale>_artifacts, trained there by the job's image tasks if missing."""
+    from fashionrec.runner.local import run_job
+    from fashionrec.similarity.task import MODEL_DIR
 
     artifacts, lakehouse = Path("data") / f"{scale}_artifacts", Path("data") / f"{scale}_lakehouse"
     if not (artifacts / MODEL_DIR / "saved_model.pb").exists():
-        spark = get_spark("bench-images")
-        run_ingest_images(
-            ImageIngestParams(lakehouse=str(lakehouse), images_path=f"data/{scale}/images"), spark
+        result = run_job(
+            ROOT,
+            target="local",
+            variables={
+                "data_path": f"data/{scale}",
+                "images_path": f"data/{scale}/images",
+                "lakehouse_dir": str(lakehouse),
+                "artifacts_dir": str(artifacts),
+                "mlflow_tracking_uri": "sqlite:///data/bench_mlflow.db",
+                "reports_dir": "data/bench_reports",
+                "real_images_path": "",
+            },
+            only=["ingest", "ingest_images", "train_image_similarity"],
+            summary_path=Path("data") / "bench_reports" / "images_run.json",
+            quiet=True,
         )
-        run_train_image_similarity(
-            ImageSimilarityParams(
-                lakehouse=str(lakehouse),
-                artifacts_dir=str(artifacts),
-                mlflow_tracking_uri="sqlite:///data/bench_mlflow.db",
-                steps_per_epoch=75,
-            ),
-            spark,
-        )
+        if result.failed:
+            raise RuntimeError(f"the job graph failed in {result.failed}")
     return artifacts / MODEL_DIR
 
 
