@@ -33,6 +33,32 @@ from fashionrec.retrieval.task import INDEX_FILE
 from fashionrec.serving.snapshot import FALLBACK_DEPTH
 
 FALLBACK_SOURCE = "age_band_fallback"
+# Snapshot columns copied into the ranker's features (customers' "feature_age" becomes "age").
+CUSTOMER_COLUMNS = (
+    "days_since_last_purchase",
+    "n_purchases_1w",
+    "n_purchases_4w",
+    "n_purchases_12w",
+    "n_purchases_all",
+    "spend_4w",
+    "online_share",
+    "customer_mean_price",
+    "feature_age",
+)
+ARTICLE_COLUMNS = (
+    "sales_1w",
+    "sales_4w",
+    "sales_all",
+    "trend",
+    "weeks_on_sale",
+    "article_mean_price",
+    "mean_buyer_age",
+    "product_type_no",
+    "index_group_no",
+    "garment_group_no",
+    "colour_group_code",
+    "graphical_appearance_no",
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +126,7 @@ class OnlineRecommender:
         self.similar: pd.DataFrame | None = None
         if self.meta["has_similar"]:
             self.similar = pd.read_parquet(folder / "similar.parquet")
-            cold = ~self.articles["has_sold"].reindex(self.similar["neighbour_id"]).fillna(False).to_numpy()
-            self.cold_similar = self.similar[cold]
+        self._build_lookups()
         artifacts = Path(artifacts_dir)
         self.query_encoder, _, _ = load_towers(artifacts)
         self.index = ArticleIndex.load(artifacts / INDEX_FILE)
@@ -122,9 +147,9 @@ class OnlineRecommender:
 
         histories, ages = [], []
         for customer in customer_ids:
-            recent = self._window(customer, HISTORY_WEEKS)
-            latest = recent.sort_values(["day", "article_id"], ascending=False).head(HISTORY_LENGTH)
-            histories.append(latest["article_id"].tolist()[::-1])
+            recent = self._recent(customer, HISTORY_WEEKS)
+            latest = sorted(recent, key=lambda item: (item[1], item[0]), reverse=True)[:HISTORY_LENGTH]
+            histories.append([a for a, _ in latest][::-1])
             age = self.customers["age"].get(customer, np.nan)
             ages.append(None if age is None or (isinstance(age, float) and math.isnan(age)) else float(age))
         queries = pa.table(
@@ -147,72 +172,151 @@ class OnlineRecommender:
         ]
         return pd.DataFrame(rows, columns=["customer_id", "article_id", "source_rank", "source_score"])
 
-    def _personal_sources(self, customer: str) -> dict[str, pd.DataFrame]:
-        weeks, out = self.counts.get("repurchase_weeks", 12), {}
-        recent = self._window(customer, weeks).assign(customer_id=customer)
-        if self.counts["repurchase"] > 0:
-            bought = recent.groupby(["customer_id", "article_id"], as_index=False).agg(
-                last=("day", "max"), source_score=("day", "size")
-            )
-            ordered = bought.sort_values(
-                ["last", "source_score", "article_id"], ascending=[False, False, True]
-            )
-            top = ordered.head(self.counts["repurchase"])
-            out["repurchase"] = top.assign(source_rank=np.arange(1, len(top) + 1))
-        distinct = recent["article_id"].drop_duplicates()
-        if self.counts["same_product"] > 0:
-            codes = set(self.articles["attr_product"].reindex(distinct).dropna())
-            siblings = self.articles[self.articles["attr_product"].isin(codes)]
-            siblings = siblings[~siblings.index.isin(distinct)]
-            frame = pd.DataFrame(
-                {
-                    "customer_id": customer,
-                    "article_id": siblings.index,
-                    "source_score": siblings["sales_4w_source"].fillna(0).to_numpy(dtype=np.float64),
-                }
-            )
-            out["same_product"] = _top(frame, "source_score", self.counts["same_product"])
-        if self.similar is not None and self.counts.get("visual", 0) > 0:
-            pairs = self.cold_similar[self.cold_similar["article_id"].isin(distinct)]
-            looks = pairs.groupby("neighbour_id", as_index=False)["similarity"].max()
-            frame = pd.DataFrame(
-                {
-                    "customer_id": customer,
-                    "article_id": looks["neighbour_id"],
-                    "source_score": looks["similarity"],
-                }
-            )
-            out["visual"] = _top(frame, "source_score", self.counts["visual"])
-        return out
-
     def _band(self, customer: str) -> int:
         return int(self.customers["band"].get(customer, -1))
 
+    def _build_lookups(self) -> None:
+        """Per-id dictionaries, so a request touches only its own rows (no scans of the catalogue)."""
+
+        def code(value: Any) -> Any:
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+        articles = self.articles
+        self.attrs = {
+            a: (code(p), code(t), code(c))
+            for a, p, t, c in zip(
+                articles.index,
+                articles["attr_product"],
+                articles["attr_type"],
+                articles["attr_colour"],
+                strict=True,
+            )
+        }
+        self.siblings: dict[Any, list[str]] = {}
+        for article, (product, _, _) in self.attrs.items():
+            if product is not None:
+                self.siblings.setdefault(product, []).append(article)
+        sales = articles["sales_4w_source"].fillna(0).astype(np.float64)
+        self.sales_4w = dict(zip(articles.index, sales, strict=True))
+        self.neighbours: dict[str, list[tuple[str, float]]] = {}
+        self.cold_neighbours: dict[str, list[tuple[str, float]]] = {}
+        if self.similar is not None:
+            sold = set(articles.index[articles["has_sold"].fillna(False).astype(bool)])
+            for article, neighbour, similarity in zip(
+                self.similar["article_id"],
+                self.similar["neighbour_id"],
+                self.similar["similarity"],
+                strict=True,
+            ):
+                self.neighbours.setdefault(article, []).append((neighbour, float(similarity)))
+                if neighbour not in sold:
+                    self.cold_neighbours.setdefault(article, []).append((neighbour, float(similarity)))
+        self.trending_rows = list(
+            zip(
+                self.trending["article_id"],
+                self.trending["source_rank"],
+                self.trending["source_score"],
+                strict=True,
+            )
+        )
+        self.band_rows = {
+            band: list(zip(rows["article_id"], rows["source_rank"], rows["source_score"], strict=True))
+            for band, rows in self.bands.items()
+        }
+        self._matrices()
+        self.history_rows = {
+            c: list(zip(g["article_id"].tolist(), g["day"].tolist(), strict=True))
+            for c, g in self.purchases.items()
+        }
+
+    def _matrices(self) -> None:
+        self.customer_row = {c: i for i, c in enumerate(self.customers.index)}
+        self.customer_matrix = self.customers[list(CUSTOMER_COLUMNS)].to_numpy(dtype=np.float64)
+        self.article_row = {a: i for i, a in enumerate(self.articles.index)}
+        self.article_matrix = self.articles[list(ARTICLE_COLUMNS)].to_numpy(dtype=np.float64)
+
+    def _recent(self, customer: str, weeks: int) -> list[tuple[str, int]]:
+        start = self.week - weeks
+        return [(a, d) for a, d in self.history_rows.get(customer, []) if d // 7 >= start]
+
+    @staticmethod
+    def _best(scores: dict[str, float], n: int) -> list[tuple[str, int, float]]:
+        """The `n` best (article, score) by score descending, ties by article id; with ranks from 1."""
+        ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:n]
+        return [(a, rank, score) for rank, (a, score) in enumerate(ordered, start=1)]
+
+    def _personal_sources(self, customer: str) -> dict[str, list[tuple[str, int, float]]]:
+        """Repurchase, other colours and visual cold start for one customer: (article, rank, score)."""
+        recent, out = self._recent(customer, self.counts.get("repurchase_weeks", 12)), {}
+        if self.counts["repurchase"] > 0:
+            last: dict[str, int] = {}
+            times: dict[str, int] = {}
+            for article, day in recent:
+                last[article] = max(day, last.get(article, day))
+                times[article] = times.get(article, 0) + 1
+            ordered = sorted(last, key=lambda a: (-last[a], -times[a], a))[: self.counts["repurchase"]]
+            out["repurchase"] = [(a, rank, float(times[a])) for rank, a in enumerate(ordered, start=1)]
+        distinct = {a for a, _ in recent}
+        if self.counts["same_product"] > 0:
+            products = {self.attrs[a][0] for a in distinct if a in self.attrs} - {None}
+            siblings = {
+                s: self.sales_4w.get(s, 0.0)
+                for product in products
+                for s in self.siblings.get(product, [])
+                if s not in distinct
+            }
+            out["same_product"] = self._best(siblings, self.counts["same_product"])
+        if self.similar is not None and self.counts.get("visual", 0) > 0:
+            looks: dict[str, float] = {}
+            for article in distinct:
+                for neighbour, similarity in self.cold_neighbours.get(article, []):
+                    looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
+            out["visual"] = self._best(looks, self.counts["visual"])
+        return out
+
     def candidates(self, customer_ids: list[str]) -> pd.DataFrame:
         """`union_candidates` for warm customers: one row per (customer, article), rank/score per source."""
-        parts: list[pd.DataFrame] = []
+        proposals: dict[str, list[tuple[str, str, int, float]]] = {c: [] for c in customer_ids}
         if self.counts["two_tower"] > 0:
-            parts.append(self._two_tower(customer_ids).assign(source="two_tower"))
+            found = self._two_tower(customer_ids)
+            for c, a, r, v in zip(
+                found["customer_id"],
+                found["article_id"],
+                found["source_rank"],
+                found["source_score"],
+                strict=True,
+            ):
+                proposals[c].append(("two_tower", a, int(r), float(v)))
         for customer in customer_ids:
-            for source, frame in self._personal_sources(customer).items():
-                parts.append(frame.assign(source=source))
+            rows = proposals[customer]
+            for source, found_rows in self._personal_sources(customer).items():
+                rows += [(source, a, r, v) for a, r, v in found_rows]
             if self.counts["trending"] > 0:
-                parts.append(self.trending.assign(customer_id=customer, source="trending"))
+                rows += [("trending", a, r, v) for a, r, v in self.trending_rows[: self.counts["trending"]]]
             if self.counts["age_band"] > 0:
-                band = self.bands.get(self._band(customer), _EMPTY_LIST).head(self.counts["age_band"])
-                parts.append(band.assign(customer_id=customer, source="age_band"))
-        rows = pd.concat(
-            [p[["customer_id", "article_id", "source", "source_rank", "source_score"]] for p in parts],
-            ignore_index=True,
-        )
-        union = rows.groupby(["customer_id", "article_id"], sort=False).agg(
-            sources=("source", lambda s: sorted(set(s)))
-        )
+                band = self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]]
+                rows += [("age_band", a, r, v) for a, r, v in band]
+        columns: dict[str, list[Any]] = {"customer_id": [], "article_id": [], "sources": []}
         for source in SOURCES:
-            hit = rows[rows["source"] == source].groupby(["customer_id", "article_id"])
-            union[f"rank_{source}"] = hit["source_rank"].min()
-            union[f"score_{source}"] = hit["source_score"].max()
-        return union.reset_index()
+            columns[f"rank_{source}"], columns[f"score_{source}"] = [], []
+        for customer, rows in proposals.items():
+            union: dict[str, dict[str, Any]] = {}
+            for source, article, rank, score in rows:
+                entry = union.setdefault(article, {})
+                entry[f"rank_{source}"] = min(rank, entry.get(f"rank_{source}", rank))
+                entry[f"score_{source}"] = max(score, entry.get(f"score_{source}", score))
+            for article, entry in union.items():
+                columns["customer_id"].append(customer)
+                columns["article_id"].append(article)
+                columns["sources"].append(sorted(k[5:] for k in entry if k.startswith("rank_")))
+                for source in SOURCES:
+                    columns[f"rank_{source}"].append(entry.get(f"rank_{source}", np.nan))
+                    columns[f"score_{source}"].append(entry.get(f"score_{source}", np.nan))
+        frame = pd.DataFrame(columns)
+        for source in SOURCES:
+            frame[f"rank_{source}"] = frame[f"rank_{source}"].astype(np.float64)
+            frame[f"score_{source}"] = frame[f"score_{source}"].astype(np.float64)
+        return frame
 
     # --- filters ----------------------------------------------------------------------------------
     def keep(self, frame: pd.DataFrame) -> np.ndarray:
@@ -251,77 +355,78 @@ class OnlineRecommender:
     # --- features ---------------------------------------------------------------------------------
     def features(self, candidates: pd.DataFrame) -> pd.DataFrame:
         """`ranking_features` for the candidate rows: every column of FEATURES as float64."""
-        out = candidates.copy()
-        attrs = self.articles[["attr_product", "attr_type", "attr_colour"]]
-        own = attrs.reindex(out["article_id"]).to_numpy()
-        counts = {name: np.zeros(len(out)) for name in ("article", "product", "type", "colour")}
-        since = {name: np.full(len(out), np.nan) for name in ("article", "product")}
-        visual = np.zeros(len(out)) if self.similar is not None else np.full(len(out), np.nan)
-        for customer, rows in out.groupby("customer_id").indices.items():
-            past = self._history(customer)
-            past = past[past["article_id"].isin(attrs.index)]  # Spark inner-joins the catalogue
-            if past.empty:
-                continue
-            past_attrs = attrs.reindex(past["article_id"]).to_numpy()
-            keys = {
-                "article": past["article_id"].to_numpy(),
-                "product": past_attrs[:, 0],
-                "type": past_attrs[:, 1],
-                "colour": past_attrs[:, 2],
-            }
-            mine = {
-                "article": out["article_id"].to_numpy()[rows],
-                "product": own[rows, 0],
-                "type": own[rows, 1],
-                "colour": own[rows, 2],
-            }
-            days = past["day"].to_numpy()
-            for name, values in keys.items():
-                frame = pd.DataFrame({"key": values, "day": days}).dropna(subset=["key"])
-                grouped = frame.groupby("key")["day"]
-                counts[name][rows] = pd.Series(mine[name]).map(grouped.size()).fillna(0).to_numpy()
-                if name in since:
-                    last = pd.Series(mine[name]).map(grouped.max()).to_numpy(dtype=np.float64)
-                    since[name][rows] = self.first_day - last
+        out = candidates.reset_index(drop=True)
+        n = len(out)
+        counts = {name: np.zeros(n) for name in ("article", "product", "type", "colour")}
+        since = {name: np.full(n, np.nan) for name in ("article", "product")}
+        visual = np.zeros(n) if self.similar is not None else np.full(n, np.nan)
+        unknown = (None, None, None)
+        for customer, rows in out.groupby("customer_id", sort=False).indices.items():
+            past = [(a, d) for a, d in self.history_rows.get(customer, []) if a in self.attrs]
+            if not past:
+                continue  # Spark inner-joins the catalogue: purchases of unknown articles do not count
+            tallies: dict[str, dict[Any, int]] = {name: {} for name in counts}
+            last: dict[str, dict[Any, int]] = {"article": {}, "product": {}}
+            for article, day in past:
+                product, kind, colour = self.attrs[article]
+                for name, key in (
+                    ("article", article),
+                    ("product", product),
+                    ("type", kind),
+                    ("colour", colour),
+                ):
+                    if key is None:
+                        continue
+                    tallies[name][key] = tallies[name].get(key, 0) + 1
+                    if name in last:
+                        last[name][key] = max(day, last[name].get(key, day))
+            looks: dict[str, float] = {}
             if self.similar is not None:
-                pairs = self.similar[self.similar["article_id"].isin(set(keys["article"]))]
-                best = pairs.groupby("neighbour_id")["similarity"].max()
-                visual[rows] = pd.Series(mine["article"]).map(best).fillna(0.0).to_numpy()
-        for name in counts:
-            out[f"n_bought_{name}"] = counts[name]
-        out["days_since_article"], out["days_since_product"] = since["article"], since["product"]
-        out["visual_similarity"] = visual
-        people = self.customers.reindex(out["customer_id"])
-        for column in ("days_since_last_purchase", "n_purchases_1w", "n_purchases_4w", "n_purchases_12w"):
-            out[column] = people[column].to_numpy(dtype=np.float64)
-        for column in ("n_purchases_all", "spend_4w", "online_share", "customer_mean_price"):
-            out[column] = people[column].to_numpy(dtype=np.float64)
-        out["age"] = people["feature_age"].to_numpy(dtype=np.float64)
-        items = self.articles.reindex(out["article_id"])
-        for column in (
-            "sales_1w",
-            "sales_4w",
-            "sales_all",
-            "trend",
-            "weeks_on_sale",
-            "article_mean_price",
-            "mean_buyer_age",
-            "product_type_no",
-            "index_group_no",
-            "garment_group_no",
-            "colour_group_code",
-            "graphical_appearance_no",
-        ):
-            out[column] = items[column].to_numpy(dtype=np.float64)
+                for article in {a for a, _ in past}:
+                    for neighbour, similarity in self.neighbours.get(article, []):
+                        looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
+            for row in rows:
+                article = out.at[row, "article_id"]
+                product, kind, colour = self.attrs.get(article, unknown)
+                keys = {"article": article, "product": product, "type": kind, "colour": colour}
+                for name, key in keys.items():
+                    if key is not None:
+                        counts[name][row] = tallies[name].get(key, 0)
+                for name in since:
+                    key = keys[name]
+                    if key is not None and key in last[name]:
+                        since[name][row] = self.first_day - last[name][key]
+                if self.similar is not None:
+                    visual[row] = looks.get(article, 0.0)
+        columns: dict[str, np.ndarray] = {f"n_bought_{name}": counts[name] for name in counts}
+        columns["days_since_article"], columns["days_since_product"] = since["article"], since["product"]
+        columns["visual_similarity"] = visual
+        people = self._rows(self.customer_matrix, self.customer_row, out["customer_id"])
+        for i, column in enumerate(CUSTOMER_COLUMNS):
+            columns["age" if column == "feature_age" else column] = people[:, i]
+        items = self._rows(self.article_matrix, self.article_row, out["article_id"])
+        for i, column in enumerate(ARTICLE_COLUMNS):
+            columns[column] = items[:, i]
+        price = columns["customer_mean_price"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = out["article_mean_price"] / out["customer_mean_price"]
-        out["price_ratio"] = ratio.where(out["customer_mean_price"] != 0)  # Spark: x / 0 is null
-        out["age_gap"] = out["age"] - out["mean_buyer_age"]
-        out["n_sources"] = out["sources"].map(len).astype(np.float64)
+            ratio = columns["article_mean_price"] / price
+        columns["price_ratio"] = np.where(price != 0, ratio, np.nan)  # Spark: x / 0 is null
+        columns["age_gap"] = columns["age"] - columns["mean_buyer_age"]
+        columns["n_sources"] = np.array([len(x) for x in out["sources"]], dtype=np.float64)
         for source in SOURCES:
-            out[f"rank_{source}"] = out[f"rank_{source}"].fillna(ABSENT_RANK)
-        for column in FEATURES:
-            out[column] = out[column].astype(np.float64)
+            columns[f"rank_{source}"] = np.nan_to_num(
+                out[f"rank_{source}"].to_numpy(np.float64), nan=float(ABSENT_RANK)
+            )
+            columns[f"score_{source}"] = out[f"score_{source}"].to_numpy(np.float64)
+        table = {column: np.asarray(columns[column], dtype=np.float64) for column in FEATURES}
+        return pd.concat([out[["customer_id", "article_id", "sources"]], pd.DataFrame(table)], axis=1)
+
+    @staticmethod
+    def _rows(matrix: np.ndarray, row_of: dict[str, int], ids: pd.Series) -> np.ndarray:
+        """Rows of `matrix` for `ids`; NaN for ids it does not hold (Spark's left join)."""
+        picked = np.array([row_of.get(i, -1) for i in ids], dtype=np.int64)
+        out = matrix[np.maximum(picked, 0)]
+        out[picked < 0] = np.nan
         return out
 
     # --- the answer -------------------------------------------------------------------------------
