@@ -135,3 +135,31 @@ def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
         embed_queries(query_encoder, queries), catalog, vocab.articles, spec.validation.actual, (12, 100)
     )
     assert via_strings == pytest.approx(result.metrics, abs=1e-6)
+
+
+def test_lazy_adam_moves_only_the_rows_a_batch_touched_and_matches_adam_on_them():
+    from fashionrec.training.lazy_adam import LazyAdam
+    from fashionrec.training.tf_env import import_tensorflow
+
+    tf = import_tensorflow()
+    start = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+
+    def train(optimizer, batches):
+        table = tf.Variable(start)
+        for ids in batches:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(table, ids) ** 2)
+            optimizer.apply_gradients([(tape.gradient(loss, table), table)])
+        return table.numpy()
+
+    # Step one touches rows 1 and 3 (row 1 twice: its gradients are summed); step two only row 4.
+    batches = [tf.constant([1, 3, 1]), tf.constant([4])]
+    lazy = train(LazyAdam(learning_rate=0.1), batches)
+    dense_first = train(tf.keras.optimizers.Adam(learning_rate=0.1), batches[:1])
+    dense_both = train(tf.keras.optimizers.Adam(learning_rate=0.1), batches)
+    np.testing.assert_allclose(lazy[[1, 3]], dense_first[[1, 3]], atol=1e-5)
+    np.testing.assert_array_equal(lazy[[0, 2, 5]], start[[0, 2, 5]])
+    assert not np.allclose(lazy[4], start[4])
+    # Plain Adam keeps moving rows 1 and 3 on step two although the batch did not contain them.
+    assert not np.allclose(dense_both[1], dense_first[1])
+    np.testing.assert_array_equal(lazy[[1, 3]], train(LazyAdam(learning_rate=0.1), batches[:1])[[1, 3]])

@@ -96,7 +96,7 @@ class Shard:
     """One worker's training examples as arrays, plus which rows of the snapshot they are."""
 
     arrays: dict[str, np.ndarray]
-    row_ranges: list[tuple[int, int]] = field(default_factory=list)  # [start, stop) in snapshot order
+    row_ranges: list[tuple[int, int]] = field(default_factory=list)  # [start, stop) among the rows read
 
     @property
     def rows(self) -> int:
@@ -106,15 +106,19 @@ class Shard:
 def read_shard(
     files: list[str], vocab: Vocabulary, worker: int = 0, workers: int = 1, min_week: int | None = None
 ) -> Shard:
-    """The `worker`-th of `workers` disjoint shards of the snapshot, encoded; together the shards cover
-    every row (tested)."""
+    """The `worker`-th of `workers` disjoint shards of the snapshot's rows from `min_week` on, encoded;
+    together the shards cover every such row (tested)."""
     dataset = ds.dataset([local_path(f) for f in files], format="parquet")
     columns = ["customer_id", "age", "month_sin", "month_cos", "history", "week", *CANDIDATE_INPUTS]
     articles = pa.array(vocab.articles, pa.string())
     parts: list[dict[str, np.ndarray]] = []
     ranges: list[tuple[int, int]] = []
     offset = 0
-    for batch in dataset.to_batches(columns=columns, batch_size=READ_BATCH_ROWS, use_threads=False):
+    # The week filter is pushed into the scan: row groups of earlier weeks are skipped, not decoded.
+    rows = None if min_week is None else ds.field("week") >= min_week
+    for batch in dataset.to_batches(
+        columns=columns, filter=rows, batch_size=READ_BATCH_ROWS, use_threads=False
+    ):
         # Worker i takes the i-th contiguous slice of every record batch: balanced even when the
         # snapshot is a single batch.
         lo = offset + batch.num_rows * worker // workers
@@ -123,8 +127,6 @@ def read_shard(
         offset += batch.num_rows
         if hi == lo:
             continue
-        if min_week is not None:
-            table = table.filter(pc.greater_equal(table.column("week"), min_week))
         ranges.append((lo, hi))
         parts.append(encode_queries(table, vocab, articles) | encode_candidates(table, vocab, articles))
     if not parts:

@@ -114,6 +114,7 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
         tf.distribute.MultiWorkerMirroredStrategy() if worker.workers > 1 else tf.distribute.get_strategy()
     )
     from fashionrec.retrieval.model import TowerConfig, TwoTower, export_towers
+    from fashionrec.training.lazy_adam import LazyAdam
 
     tf.random.set_seed(spec.seed)
     shard = read_shard(spec.files, spec.vocab, worker.index, worker.workers, spec.min_week)
@@ -130,9 +131,7 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
     config = TowerConfig(hp.embedding_dim, hp.depth, hp.temperature, hp.logq_correction)
     with strategy.scope():
         model = TwoTower(spec.vocab, config)
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate=hp.learning_rate), jit_compile=hp.jit_compile
-        )
+        model.compile(optimizer=LazyAdam(learning_rate=hp.learning_rate), jit_compile=hp.jit_compile)
     seed = spec.seed + worker.index
     if worker.workers > 1:
         options = tf.data.Options()
