@@ -163,3 +163,26 @@ def test_lazy_adam_moves_only_the_rows_a_batch_touched_and_matches_adam_on_them(
     # Plain Adam keeps moving rows 1 and 3 on step two although the batch did not contain them.
     assert not np.allclose(dense_both[1], dense_first[1])
     np.testing.assert_array_equal(lazy[[1, 3]], train(LazyAdam(learning_rate=0.1), batches[:1])[[1, 3]])
+
+
+def test_random_negatives_train_and_mask_the_rows_own_positive(training):
+    from fashionrec.retrieval.model import TowerConfig, TwoTower
+    from fashionrec.retrieval.train import HyperParams, train_worker
+    from fashionrec.training.distributed import SINGLE
+    from fashionrec.training.tf_env import import_tensorflow
+
+    spec, _, _ = training
+    spec.output_dir = None
+    result = train_worker(
+        spec, HyperParams(embedding_dim=16, batch_size=128, epochs=2, random_negatives=64), SINGLE
+    )
+    assert np.isfinite(result.losses).all() and result.losses[-1] < result.losses[0]
+    assert 0 < result.metrics["recall@100"] <= 1
+
+    tf = import_tensorflow()
+    model = TwoTower(spec.vocab, TowerConfig(embedding_dim=8, random_negatives=5))
+    features = {k: tf.constant(v[:3]) for k, v in spec.vocab.catalog_arrays().items()}
+    candidates, ids, probability = model._with_random_negatives(features, model.candidate_tower(features))
+    assert candidates.shape == (8, 8) and ids.shape == (8,)
+    assert ids.numpy()[:3].tolist() == [1, 2, 3]  # the batch's own articles first, then the draws
+    assert (probability.numpy() > 0).all()

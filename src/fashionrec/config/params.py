@@ -147,6 +147,8 @@ class RetrievalParams(LakeParams):
     epochs: int = 3
     customer_dropout: float = 0.05
     logq_correction: bool = True
+    # Uniform catalogue negatives added to each batch (mixed negative sampling; 0: in-batch only).
+    random_negatives: int = 0
     # Customers with fewer purchases before the validation week share the out-of-vocabulary embedding.
     min_customer_purchases: int = 1
     seed: int = 42

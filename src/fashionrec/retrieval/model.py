@@ -26,6 +26,8 @@ class TowerConfig:
     depth: int = 1  # hidden dense layers before the output layer
     temperature: float = 0.05
     logq_correction: bool = True
+    # Extra negatives per batch drawn uniformly from the whole catalogue (0: in-batch negatives only).
+    random_negatives: int = 0
 
 
 def _mlp(width: int, depth: int, name: str) -> Any:
@@ -77,7 +79,12 @@ class CandidateTower(tf.keras.Model):
 
 class TwoTower(tfrs.Model):
     """In-batch softmax over the batch's articles, with the log-Q correction: popular articles appear
-    as in-batch negatives more often, so their logits get log(sampling probability) subtracted."""
+    as in-batch negatives more often, so their logits get log(sampling probability) subtracted.
+
+    With `random_negatives` > 0, that many articles drawn uniformly from the catalogue join every
+    batch's negatives (mixed negative sampling, Yang et al. 2020): in-batch negatives are all
+    purchased, often popular articles, so the long tail is otherwise never pushed away. The log-Q
+    correction then uses the mixture's probability of each candidate slot."""
 
     def __init__(self, vocab: Vocabulary, config: TowerConfig) -> None:
         super().__init__()
@@ -85,17 +92,40 @@ class TwoTower(tfrs.Model):
         self.query_tower = QueryTower(vocab.size("customer_id"), vocab.size("article_id"), config)
         sizes = {"article_id": vocab.size("article_id")} | {n: vocab.size(n) for n in ARTICLE_CATEGORIES}
         self.candidate_tower = CandidateTower(sizes, config)
-        self.task = tfrs.tasks.Retrieval(temperature=config.temperature)
+        # A uniform draw can be the row's own positive: with random negatives, negatives that share the
+        # row's positive id (drawn or in the batch) are masked as accidental hits.
+        self.task = tfrs.tasks.Retrieval(
+            temperature=config.temperature, remove_accidental_hits=config.random_negatives > 0
+        )
+        if config.random_negatives > 0:
+            self.catalog = {k: tf.constant(v) for k, v in vocab.catalog_arrays().items()}
+            self.popularity = tf.constant(vocab.sampling_probability())  # indexed like the embeddings
+
+    def _with_random_negatives(self, features: dict[str, Any], candidates: Any) -> tuple[Any, Any, Any]:
+        """Candidates, their ids and slot probabilities with uniform catalogue samples appended."""
+        extra = self.config.random_negatives
+        articles = tf.shape(self.catalog["article_id"])[0]
+        rows = tf.random.uniform([extra], 0, articles, dtype=tf.int32)
+        sampled = {k: tf.gather(v, rows) for k, v in self.catalog.items()}
+        ids = tf.concat([features["article_id"], sampled["article_id"]], axis=0)
+        batch = tf.cast(tf.shape(features["article_id"])[0], tf.float32)
+        # A slot holds an in-batch positive (popularity) with weight batch, a uniform draw with weight extra.
+        probability = (batch * tf.gather(self.popularity, ids) + extra / tf.cast(articles, tf.float32)) / (
+            batch + extra
+        )
+        return tf.concat([candidates, self.candidate_tower(sampled)], axis=0), ids, probability
 
     def compute_loss(self, features: dict[str, Any], training: bool = False) -> Any:
         queries = self.query_tower(features)
         candidates = self.candidate_tower(features)
-        probability = features["sampling_probability"] if self.config.logq_correction else None
+        ids, probability = features["article_id"], features["sampling_probability"]
+        if self.config.random_negatives > 0:
+            candidates, ids, probability = self._with_random_negatives(features, candidates)
         return self.task(
             queries,
             candidates,
-            candidate_sampling_probability=probability,
-            candidate_ids=features["article_id"],
+            candidate_sampling_probability=probability if self.config.logq_correction else None,
+            candidate_ids=ids,
             compute_metrics=False,
         )
 

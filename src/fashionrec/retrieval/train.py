@@ -34,6 +34,7 @@ class HyperParams:
     epochs: int = 3
     customer_dropout: float = 0.05
     logq_correction: bool = True
+    random_negatives: int = 0  # uniform catalogue negatives added to each batch's in-batch negatives
     jit_compile: bool = False  # XLA-compile the train step
 
     def with_updates(self, **changes: Any) -> HyperParams:
@@ -128,7 +129,7 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
     arrays = shard.arrays
     arrays["sampling_probability"] = spec.vocab.sampling_probability()[arrays["article_id"]]
 
-    config = TowerConfig(hp.embedding_dim, hp.depth, hp.temperature, hp.logq_correction)
+    config = TowerConfig(hp.embedding_dim, hp.depth, hp.temperature, hp.logq_correction, hp.random_negatives)
     with strategy.scope():
         model = TwoTower(spec.vocab, config)
         model.compile(optimizer=LazyAdam(learning_rate=hp.learning_rate), jit_compile=hp.jit_compile)
