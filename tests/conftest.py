@@ -47,17 +47,44 @@ def lakehouse(tmp_path) -> Path:
     return tmp_path / "lakehouse"
 
 
-@pytest.fixture(scope="session")
-def tiny_lake(spark, tiny_data, tmp_path_factory):
-    """The tiny data set ingested and featurised once (3 as-of weeks); returns (TableLocator, figures).
+BRONZE_TABLES = ("articles", "customers", "transactions", "article_availability", "quarantine")
 
-    Read-only for tests, except for a re-run of the features task that must change nothing."""
-    from fashionrec.config import FeaturesParams, IngestParams, TableLocator
-    from fashionrec.features.pipeline import run_features
+
+@pytest.fixture(scope="session")
+def tiny_ingest(spark, tiny_data, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny data set ingested once into a fresh lakehouse; returns (lakehouse, the ingest's figures).
+
+    Read-only for tests, except for re-ingests of the same files that must change nothing."""
+    from fashionrec.config import IngestParams
     from fashionrec.lake.ingest import run_ingest
 
     lakehouse = tmp_path_factory.mktemp("tiny_lake") / "lakehouse"
-    run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(tiny_data)), spark)
+    figures = run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(tiny_data)), spark)
+    return lakehouse, figures
+
+
+@pytest.fixture()
+def ingested_copy(tiny_ingest, tmp_path) -> Path:
+    """A private lakehouse holding a copy of the ingested tiny bronze tables, as if just ingested.
+
+    Path-based Delta tables keep relative file paths in their log, so a copied folder is the same table."""
+    source, _ = tiny_ingest
+    target = tmp_path / "lakehouse"
+    for table in BRONZE_TABLES:
+        if (source / table).exists():
+            shutil.copytree(source / table, target / table)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(spark, tiny_ingest):
+    """The tiny data set ingested and featurised once (3 as-of weeks); returns (TableLocator, figures).
+
+    Read-only for tests, except for a re-run of the features task that must change nothing."""
+    from fashionrec.config import FeaturesParams, TableLocator
+    from fashionrec.features.pipeline import run_features
+
+    lakehouse, _ = tiny_ingest
     figures = run_features(FeaturesParams(lakehouse=str(lakehouse), feature_weeks=3), spark)
     return TableLocator(lakehouse=str(lakehouse)), figures
 

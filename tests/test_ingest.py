@@ -29,8 +29,8 @@ def csv_rows(path: Path) -> int:
     return len(read_lines(path)) - 1
 
 
-def test_first_ingest_loads_every_row_with_change_data_feed(spark, tiny_data, lakehouse):
-    figures = ingest(spark, tiny_data, lakehouse)
+def test_first_ingest_loads_every_row_with_change_data_feed(spark, tiny_data, tiny_ingest):
+    lakehouse, figures = tiny_ingest
     tables = TableLocator(lakehouse=str(lakehouse))
     for name, file in [
         ("articles", "articles.csv"),
@@ -46,8 +46,8 @@ def test_first_ingest_loads_every_row_with_change_data_feed(spark, tiny_data, la
     assert dict(read_table(spark, tables, "transactions").dtypes)["t_dat"] == "date"
 
 
-def test_reingesting_the_same_files_changes_nothing(spark, tiny_data, lakehouse):
-    first = ingest(spark, tiny_data, lakehouse)
+def test_reingesting_the_same_files_changes_nothing(spark, tiny_data, tiny_ingest):
+    lakehouse, first = tiny_ingest
     second = ingest(spark, tiny_data, lakehouse)
     assert second["versions"] == first["versions"]
     assert second["table_rows"] == first["table_rows"]
@@ -79,8 +79,8 @@ def test_a_new_week_adds_only_that_weeks_rows(spark, data_copy, lakehouse):
     assert changes.agg(F.min("t_dat")).first()[0].isoformat() == cut
 
 
-def test_changed_article_updates_in_place_and_shows_in_the_change_feed(spark, data_copy, lakehouse):
-    ingest(spark, data_copy, lakehouse)
+def test_changed_article_updates_in_place_and_shows_in_the_change_feed(spark, data_copy, ingested_copy):
+    lakehouse = ingested_copy  # the unchanged files, already ingested
     tables = TableLocator(lakehouse=str(lakehouse))
     version = current_version(spark, tables, "articles")
     path = data_copy / "articles.csv"

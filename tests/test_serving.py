@@ -198,21 +198,15 @@ def test_rest_endpoint_rejects_bad_requests_with_400(server, body, reason):
     assert reason in answer.get("message", ""), answer
 
 
-def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run):
+def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run, spark, monkeypatch, capsys):
     from tests.conftest import REPO_ROOT
+    from tests.test_notebooks import run_notebook
 
-    env = {
-        **os.environ,
-        "FASHIONREC_LAKEHOUSE": str(job_run / "lakehouse"),
-        "FASHIONREC_ENDPOINT": server,
-        "FASHIONREC_DRIVER_MEMORY": "1g",
-    }
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "notebooks" / "call_recommender.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_notebook(
+        REPO_ROOT / "notebooks" / "call_recommender.py",
+        monkeypatch,
+        capsys,
+        lakehouse=str(job_run / "lakehouse"),
+        endpoint=server,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("recommended:") == 3 and "looks like" in result.stdout
+    assert out.count("recommended:") == 3 and "looks like" in out
