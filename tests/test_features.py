@@ -169,3 +169,15 @@ def test_purchase_history_is_point_in_time_latest_last(spark):
     assert weekly[("c1", week)] == ["a2", "a3"]
     assert weekly[("c1", week - 1)] == ["a1", "a2"]  # a3 (2 days before the week) is in week - 1
     assert weekly[("c2", week)] == []
+
+
+def test_customer_key_is_a_hash_unless_two_customers_share_it(spark, tiny_lake):
+    from fashionrec.features.customer import customer_key
+
+    tables, _ = tiny_lake
+    customers = read_table(spark, tables, "customers")
+    hashed = customers.select(customer_key(customers).alias("k"))
+    assert dict(hashed.dtypes)["k"] == "bigint" and hashed.distinct().count() == customers.count()
+    # A repeated id stands in for a hash collision: the aggregations must then group by the id itself.
+    doubled = customers.unionByName(customers.limit(1))
+    assert dict(doubled.select(customer_key(doubled).alias("k")).dtypes)["k"] == "string"
