@@ -172,7 +172,7 @@ def test_purchase_history_is_point_in_time_latest_last(spark):
 
 
 def test_customer_key_is_a_hash_unless_two_customers_share_it(spark, tiny_lake):
-    from fashionrec.features.customer import customer_key
+    from fashionrec.features.keys import customer_key
 
     tables, _ = tiny_lake
     customers = read_table(spark, tables, "customers")

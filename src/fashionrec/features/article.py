@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fashionrec.features.keys import customer_key
 from fashionrec.features.weeks import first_day_col, week_col
 
 CATEGORICAL = [
@@ -91,13 +92,17 @@ def article_features(
     transactions: DataFrame, customers: DataFrame, articles: DataFrame, weeks: list[int]
 ) -> DataFrame:
     """One row per (article in `articles`, week in `weeks`); unsold articles get zeros."""
+    key = customer_key(customers)
     tx = (
         transactions.withColumn("week", week_col(F.col("t_dat")))
         .where(F.col("week") < max(weeks))
+        .select(key.alias("_buyer"), "article_id", "week", "price")
         .join(
-            # Broadcast: 1.4M (id, age) pairs fit in memory and spare a shuffle of every transaction.
-            F.broadcast(customers.select("customer_id", F.col("age").cast("double").alias("buyer_age"))),
-            "customer_id",
+            # Broadcast: 1.4M (key, age) pairs fit in memory and spare a shuffle of every transaction.
+            F.broadcast(
+                customers.select(key.alias("_buyer"), F.col("age").cast("double").alias("buyer_age"))
+            ),
+            "_buyer",
             "left",
         )
     )

@@ -11,9 +11,10 @@ small integer code per article rather than as a string per transaction.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fashionrec.features.keys import KEY, customer_key
 from fashionrec.features.weeks import first_day_col, week_col
 
 FAVOURITES = {
@@ -23,20 +24,10 @@ FAVOURITES = {
 }
 WINDOWS = (1, 4, 12)
 MAX_CATEGORY_VALUES = 200
-KEY = "_customer_key"
 
 
 def _code(column: str) -> str:
     return f"_code_{column}"
-
-
-def customer_key(customers: DataFrame) -> Column:
-    """The grouping key of the aggregations: a 64-bit hash of `customer_id` when it is unique among
-    `customers` (a collision is about 1 in 10^7 at 1.4M customers, but would merge two histories), else
-    the id itself. Transactions' customers are among `customers` (ingest quarantines unknown ones)."""
-    hashed = F.xxhash64("customer_id")
-    collisions = customers.groupBy(hashed.alias("k")).count().where("count > 1").limit(1).count()
-    return hashed if collisions == 0 else F.col("customer_id")
 
 
 def _totals(tx: DataFrame, weeks: list[int]) -> list[F.Column]:

@@ -37,28 +37,27 @@ def history_before(transactions: DataFrame, week: int, n: int = HISTORY_LENGTH) 
 
 
 def weekly_history(
-    transactions: DataFrame, n: int = HISTORY_LENGTH, from_week: int | None = None
+    transactions: DataFrame, n: int = HISTORY_LENGTH, from_week: int | None = None, key: str = "customer_id"
 ) -> DataFrame:
-    """(customer_id, week, history) for every week a customer bought in: the last `n` purchases before it.
+    """(key, week, history) for every week a customer bought in: the last `n` purchases before it.
 
     A window over the customer's previous `n` purchase weeks is enough (each holds at least one purchase),
     which keeps the window bounded for heavy buyers. With `from_week`, rows are returned only for weeks
-    from it on, and only the transactions those rows can reach are read.
+    from it on, and only the transactions those rows can reach are read. `key` names the customer column
+    (the 64-bit customer key of `features.keys` is cheaper to group and sort on than the id).
     """
     tx = transactions.withColumn("week", week_col(F.col("t_dat")))
     if from_week is not None:
         tx = tx.where(F.col("week") >= from_week - HISTORY_WEEKS)
-    weekly = tx.groupBy("customer_id", "week").agg(
-        F.collect_list(F.struct("t_dat", "article_id")).alias("_items")
-    )
-    previous = Window.partitionBy("customer_id").orderBy("week").rowsBetween(-n, -1)
+    weekly = tx.groupBy(key, "week").agg(F.collect_list(F.struct("t_dat", "article_id")).alias("_items"))
+    previous = Window.partitionBy(key).orderBy("week").rowsBetween(-n, -1)
     out = weekly.select(
-        "customer_id",
+        key,
         "week",
         F.flatten(F.collect_list("_items").over(previous)).alias("_items"),
     )
     in_reach = F.filter(
         "_items", lambda s: s["t_dat"] >= F.date_sub(first_day_col(F.col("week")), 7 * HISTORY_WEEKS)
     )
-    out = out.select("customer_id", "week", _last(in_reach, n).alias("history"))
+    out = out.select(key, "week", _last(in_reach, n).alias("history"))
     return out if from_week is None else out.where(F.col("week") >= from_week)

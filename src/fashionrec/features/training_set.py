@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 
 from fashionrec.features.context import with_context
 from fashionrec.features.history import weekly_history
+from fashionrec.features.keys import KEY, customer_key
 from fashionrec.features.splits import Splits
 from fashionrec.features.weeks import first_day
 
@@ -25,18 +26,22 @@ def retrieval_training_set(
 ) -> DataFrame:
     """Purchases before the validation week with query (customer, age, month, recent purchases) and
     candidate features. `history` holds the customer's last purchases of earlier weeks (point in time)."""
-    train = with_context(transactions).where(F.col("week") < splits.val_week)
+    key = customer_key(customers)
+    keyed = transactions.withColumn(KEY, key)
+    train = with_context(keyed).where(F.col("week") < splits.val_week)
     if weeks > 0:
         train = train.where(F.col("week") >= splits.val_week - weeks)
     first_week = splits.val_week - weeks if weeks > 0 else None
     history = weekly_history(
-        transactions.where(F.col("t_dat") < F.lit(first_day(splits.val_week))), from_week=first_week
+        keyed.where(F.col("t_dat") < F.lit(first_day(splits.val_week))).select(KEY, "t_dat", "article_id"),
+        from_week=first_week,
+        key=KEY,
     )
     return (
-        train.join(history, ["customer_id", "week"], "left")
+        train.join(history, [KEY, "week"], "left")
         .join(
-            F.broadcast(customers.select("customer_id", F.col("age").cast("double").alias("age"))),
-            "customer_id",
+            F.broadcast(customers.select(key.alias(KEY), F.col("age").cast("double").alias("age"))),
+            KEY,
             "left",
         )
         .join(articles.select("article_id", *CANDIDATE_COLUMNS), "article_id", "left")
