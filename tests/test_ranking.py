@@ -319,3 +319,46 @@ def test_xgboost_spark_trains_a_ranker_that_learns_the_signal(spark, tmp_path):
     assert np.corrcoef(ranker.score(frame), frame["f1"])[0, 1] > 0.5
     ranker.save(tmp_path / "distributed")
     assert Ranker.load(tmp_path / "distributed").objective == "rank:ndcg"
+
+
+def _reference_rank(frame: pd.DataFrame, scores: np.ndarray, k: int, max_per_type: int) -> dict:
+    """The ranking rule spelled out with pandas sorts (the first implementation), as an oracle."""
+    scored = frame.assign(score=scores).sort_values(
+        ["customer_id", "score", "article_id"], ascending=[True, False, True]
+    )
+    if max_per_type > 0:
+        type_rank = scored.groupby(["customer_id", "product_type_no"], sort=False).cumcount()
+        scored = scored.assign(_over=(type_rank >= max_per_type).to_numpy()).sort_values(
+            ["customer_id", "_over", "score", "article_id"], ascending=[True, True, False, True]
+        )
+    top = scored.groupby("customer_id", sort=True).head(k)
+    return {c: (g["article_id"].tolist(), g["score"].tolist()) for c, g in top.groupby("customer_id")}
+
+
+@pytest.mark.parametrize("max_per_type", [0, 1, 3])
+def test_rank_frame_equals_the_pandas_rule_with_ties_and_missing_types(max_per_type):
+    rng = np.random.default_rng(max_per_type)
+    n = 2_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.choice([f"c{i}" for i in range(60)], n),
+            "article_id": [f"a{i:05d}" for i in rng.permutation(n)],
+            "x": rng.integers(0, 8, n) / 8.0,  # many tied scores: the article id decides
+            "product_type_no": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 5, n)),
+            "sources": [["two_tower"]] * n,
+        }
+    )
+    got = rank_frame(frame, _ByColumn(), k=12, max_per_type=max_per_type).set_index("customer_id")
+    expected = _reference_rank(frame, frame["x"].to_numpy(), 12, max_per_type)
+    assert set(got.index) == set(expected)
+    for customer, (articles, scores) in expected.items():
+        assert got.loc[customer, "article_ids"] == articles
+        assert got.loc[customer, "scores"] == scores
+
+
+def test_in_place_scores_equal_dmatrix_scores(tmp_path):
+    ranker, frame = _real_ranker(tmp_path)
+    frame.loc[::7, "f2"] = np.nan
+    matrix = xgb.DMatrix(frame[ranker.features].astype(np.float32), feature_names=ranker.features)
+    np.testing.assert_array_equal(ranker.score(frame), ranker.booster.predict(matrix))
+    np.testing.assert_array_equal(ranker.single_threaded().score(frame), ranker.booster.predict(matrix))

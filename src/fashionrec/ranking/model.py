@@ -40,8 +40,18 @@ class Ranker:
     features: list[str]
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        matrix = xgb.DMatrix(frame[self.features].astype(np.float32), feature_names=self.features)
-        return self.booster.predict(matrix)
+        return self.score_matrix(frame[self.features].to_numpy(dtype=np.float32))
+
+    def score_matrix(self, values: np.ndarray) -> np.ndarray:
+        """Scores for rows of features in `self.features` order (NaN = missing). `inplace_predict`
+        skips building a DMatrix: the same trees and numbers, a fraction of the cost for small batches."""
+        return self.booster.inplace_predict(values, missing=np.nan)
+
+    def single_threaded(self) -> Ranker:
+        """Predict on one thread: a serving worker answers many small requests at once, and XGBoost's
+        default (all cores per call) only makes them wait for each other."""
+        self.booster.set_param({"nthread": 1})
+        return self
 
     def importance(self) -> dict[str, float]:
         gain = self.booster.get_score(importance_type="gain")

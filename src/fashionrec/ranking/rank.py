@@ -1,10 +1,11 @@
-"""Score candidates with the ranker, apply the diversity pass and cut the top-k: one pandas function
-used on the driver (validation, evaluation) and inside Spark tasks (batch scoring), so both agree.
+"""Score candidates with the ranker, apply the diversity pass and cut the top-k: one function used on
+the driver (validation, evaluation), inside Spark tasks (batch scoring) and by the serving endpoint, so
+all three agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,35 +14,78 @@ from pyspark.sql import DataFrame
 
 from fashionrec.ranking.model import Ranker
 
+RESULT_COLUMNS = ["customer_id", "article_ids", "scores", "sources"]
 RESULT_SCHEMA = "customer_id string, article_ids array<string>, scores array<double>, sources array<string>"
 
 
 def rank_frame(frame: pd.DataFrame, ranker: Ranker, k: int, max_per_type: int) -> pd.DataFrame:
-    """Top-`k` per customer of `frame` (candidates with the ranker's features, `product_type_no`, `sources`).
-
-    Diversity: an article whose product type already has `max_per_type` better-scored articles in the
-    list moves behind every article that does not break the rule (a greedy pass; 0 turns it off).
-    """
+    """Top-`k` per customer of `frame` (candidates with the ranker's features, `product_type_no`, `sources`),
+    one row per customer: customer_id, article_ids, scores, sources (joined with "+" per article)."""
     if frame.empty:
-        return pd.DataFrame(columns=["customer_id", "article_ids", "scores", "sources"])
-    scored = frame.assign(score=ranker.score(frame).astype(np.float64))
-    scored = scored.sort_values(["customer_id", "score", "article_id"], ascending=[True, False, True])
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    ranked = rank_arrays(
+        frame["customer_id"].to_numpy(),
+        frame["article_id"].to_numpy(),
+        ranker.score(frame),
+        frame["product_type_no"].to_numpy(),
+        frame["sources"].to_numpy(),
+        k,
+        max_per_type,
+    )
+    return pd.DataFrame(ranked, columns=RESULT_COLUMNS)
+
+
+def rank_arrays(
+    customer_ids: np.ndarray,
+    article_ids: np.ndarray,
+    scores: np.ndarray,
+    product_types: np.ndarray,
+    sources: Sequence[Sequence[str]],
+    k: int,
+    max_per_type: int,
+) -> list[tuple[str, list[str], list[float], list[str]]]:
+    """The ranking rule on scored candidate rows, customers in id order.
+
+    Order: score descending, ties by article id. Diversity: an article whose product type already has
+    `max_per_type` better-scored articles in the list moves behind every article that does not break
+    the rule (a greedy pass; 0 turns it off). Sorting is done on integer codes with numpy: the serving
+    endpoint calls this for one customer per request, batch scoring for thousands per Arrow batch.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    customer_code, customers = pd.factorize(customer_ids, sort=True)
+    article_code, articles = pd.factorize(article_ids, sort=True)
+    order = np.lexsort((article_code, -scores, customer_code))
     if max_per_type > 0:
-        type_rank = scored.groupby(["customer_id", "product_type_no"], sort=False).cumcount()
-        scored = scored.assign(_over=(type_rank >= max_per_type).to_numpy())
-        scored = scored.sort_values(
-            ["customer_id", "_over", "score", "article_id"], ascending=[True, True, False, True]
-        )
-    top = scored.groupby("customer_id", sort=True).head(k)
-    top = top.assign(_source=top["sources"].map(lambda s: "+".join(s)))
-    grouped = top.groupby("customer_id", sort=True)
-    return pd.DataFrame(
-        {
-            "article_ids": grouped["article_id"].agg(list),
-            "scores": grouped["score"].agg(list),
-            "sources": grouped["_source"].agg(list),
-        }
-    ).reset_index()
+        over = _beyond_type_cap(customer_code[order], np.asarray(product_types)[order], max_per_type)
+        order = order[np.argsort(2 * customer_code[order] + over, kind="stable")]
+    owner = customer_code[order]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    top = order[position < k]
+    owner = customer_code[top]
+    bounds = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1], True]).tolist()
+    ids = np.asarray(articles)[article_code[top]].tolist()
+    values = scores[top].tolist()
+    joined = ["+".join(sources[i]) for i in top.tolist()]
+    names = np.asarray(customers)[owner[bounds[:-1]]].tolist()
+    return [
+        (name, ids[a:b], values[a:b], joined[a:b])
+        for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def _beyond_type_cap(customer: np.ndarray, product_type: np.ndarray, cap: int) -> np.ndarray:
+    """For rows in rank order: does the row's product type already have `cap` rows above it for this
+    customer? Rows without a product type never do."""
+    type_code = pd.factorize(product_type)[0]  # missing types get -1
+    key = customer.astype(np.int64) * (int(type_code.max()) + 2) + type_code + 1
+    by_key = np.argsort(key, kind="stable")
+    grouped = key[by_key]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    within = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    rank = np.empty(len(key), dtype=np.int64)
+    rank[by_key] = within
+    return (rank >= cap) & (type_code >= 0)
 
 
 def rank_in_spark(

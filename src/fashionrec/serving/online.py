@@ -24,9 +24,8 @@ import pyarrow as pa
 from fashionrec.features.history import HISTORY_LENGTH, HISTORY_WEEKS
 from fashionrec.features.weeks import EPOCH
 from fashionrec.ranking.candidates import ABSENT_RANK, SOURCES
-from fashionrec.ranking.features import FEATURES
 from fashionrec.ranking.model import Ranker
-from fashionrec.ranking.rank import rank_frame
+from fashionrec.ranking.rank import rank_arrays
 from fashionrec.ranking.task import RANKER_DIR
 from fashionrec.retrieval.queries import month_angle
 from fashionrec.retrieval.task import INDEX_FILE
@@ -59,6 +58,24 @@ ARTICLE_COLUMNS = (
     "colour_group_code",
     "graphical_appearance_no",
 )
+
+
+SOURCE_SLOT = {source: slot for slot, source in enumerate(SOURCES)}
+
+
+@dataclass
+class Candidates:
+    """Candidate rows of a request: parallel lists; `ranks`/`scores` hold one value per source (NaN when
+    the source did not propose the article)."""
+
+    customer_ids: list[str]
+    article_ids: list[str]
+    sources: list[list[str]]
+    ranks: list[list[float]]
+    scores: list[list[float]]
+
+    def subset(self, rows: list[int]) -> Candidates:
+        return Candidates(*([values[i] for i in rows] for values in vars(self).values()))
 
 
 @dataclass(frozen=True)
@@ -130,34 +147,27 @@ class OnlineRecommender:
         artifacts = Path(artifacts_dir)
         self.query_encoder, _, _ = load_towers(artifacts)
         self.index = ArticleIndex.load(artifacts / INDEX_FILE)
-        self.ranker = Ranker.load(artifacts / RANKER_DIR)
+        self.ranker = Ranker.load(artifacts / RANKER_DIR).single_threaded()
         self.month_sin, self.month_cos = month_angle(self.week)
         self.timer = StageTimer()
 
     # --- candidates -------------------------------------------------------------------------------
-    def _history(self, customer_id: str) -> pd.DataFrame:
-        return self.purchases.get(customer_id, _EMPTY)
-
-    def _window(self, customer_id: str, weeks: int) -> pd.DataFrame:
-        past = self._history(customer_id)
-        return past[past["day"] // 7 >= self.week - weeks]
-
-    def _two_tower(self, customer_ids: list[str]) -> pd.DataFrame:
+    def _two_tower(self, customer_ids: list[str]) -> list[list[tuple[str, int, float]]]:
+        """Per customer, the ANN's (article, rank, score) for the query tower's embedding."""
         from fashionrec.retrieval.task import embed_queries
 
-        histories, ages = [], []
+        histories = []
         for customer in customer_ids:
             recent = self._recent(customer, HISTORY_WEEKS)
             latest = sorted(recent, key=lambda item: (item[1], item[0]), reverse=True)[:HISTORY_LENGTH]
             histories.append([a for a, _ in latest][::-1])
-            age = self.customers["age"].get(customer, np.nan)
-            ages.append(None if age is None or (isinstance(age, float) and math.isnan(age)) else float(age))
+        n = len(customer_ids)
         queries = pa.table(
             {
                 "customer_id": pa.array(customer_ids, pa.string()),
-                "age": pa.array(ages, pa.float64()),
-                "month_sin": pa.array([self.month_sin] * len(customer_ids), pa.float64()),
-                "month_cos": pa.array([self.month_cos] * len(customer_ids), pa.float64()),
+                "age": pa.array([self.query_age.get(c) for c in customer_ids], pa.float64()),
+                "month_sin": pa.array([self.month_sin] * n, pa.float64()),
+                "month_cos": pa.array([self.month_cos] * n, pa.float64()),
                 "history": pa.array(histories, pa.list_(pa.string())),
             }
         )
@@ -165,15 +175,16 @@ class OnlineRecommender:
             embeddings = embed_queries(self.query_encoder, queries)
         with self.timer.stage("ann"):
             scores, top = self.index.search(embeddings, self.counts["two_tower"])
-        rows = [
-            (customer, article, rank + 1, float(score))
-            for customer, ids, values in zip(customer_ids, top, scores, strict=True)
-            for rank, (article, score) in enumerate(zip(ids, values, strict=False))
+        return [
+            [
+                (article, rank, float(score))
+                for rank, (article, score) in enumerate(zip(ids, values, strict=False), 1)
+            ]
+            for ids, values in zip(top, scores.tolist(), strict=True)
         ]
-        return pd.DataFrame(rows, columns=["customer_id", "article_id", "source_rank", "source_score"])
 
     def _band(self, customer: str) -> int:
-        return int(self.customers["band"].get(customer, -1))
+        return self.band_of.get(customer, -1)
 
     def _build_lookups(self) -> None:
         """Per-id dictionaries, so a request touches only its own rows (no scans of the catalogue)."""
@@ -224,9 +235,39 @@ class OnlineRecommender:
             for band, rows in self.bands.items()
         }
         self._matrices()
+        self._filter_lookups()
         self.history_rows = {
             c: list(zip(g["article_id"].tolist(), g["day"].tolist(), strict=True))
             for c, g in self.purchases.items()
+        }
+
+    def _filter_lookups(self) -> None:
+        """Stock, region and age rules as sets and dictionaries (the Spark filters' semantics: a
+        missing value never removes a candidate)."""
+        customers, articles = self.customers, self.articles
+        self.query_age = {
+            c: None if pd.isna(age) else float(age)
+            for c, age in zip(customers.index, customers["age"], strict=True)
+        }
+        self.band_of = {c: int(b) for c, b in zip(customers.index, customers["band"], strict=True)}
+        self.customer_age = {c: math.nan if age is None else age for c, age in self.query_age.items()}
+        self.customer_region = {
+            c: r for c, r in zip(customers.index, customers["region"], strict=True) if isinstance(r, str)
+        }
+        self.out_of_stock: set[str] = set()
+        self.allowed_regions: dict[str, set[str]] = {}
+        self.min_age: dict[str, float] = {}
+        if not self.meta["has_availability"]:
+            return
+        in_stock = articles["in_stock"]
+        self.out_of_stock = set(articles.index[(in_stock == 0).to_numpy()])
+        self.allowed_regions = {
+            a: set(r.split(";"))
+            for a, r in zip(articles.index, articles["regions"], strict=True)
+            if isinstance(r, str) and r
+        }
+        self.min_age = {
+            a: float(m) for a, m in zip(articles.index, articles["min_age"], strict=True) if pd.notna(m)
         }
 
     def _matrices(self) -> None:
@@ -274,19 +315,12 @@ class OnlineRecommender:
             out["visual"] = self._best(looks, self.counts["visual"])
         return out
 
-    def candidates(self, customer_ids: list[str]) -> pd.DataFrame:
+    def candidates(self, customer_ids: list[str]) -> Candidates:
         """`union_candidates` for warm customers: one row per (customer, article), rank/score per source."""
         proposals: dict[str, list[tuple[str, str, int, float]]] = {c: [] for c in customer_ids}
         if self.counts["two_tower"] > 0:
-            found = self._two_tower(customer_ids)
-            for c, a, r, v in zip(
-                found["customer_id"],
-                found["article_id"],
-                found["source_rank"],
-                found["source_score"],
-                strict=True,
-            ):
-                proposals[c].append(("two_tower", a, int(r), float(v)))
+            for customer, found in zip(customer_ids, self._two_tower(customer_ids), strict=True):
+                proposals[customer] += [("two_tower", a, r, v) for a, r, v in found]
         for customer in customer_ids:
             rows = proposals[customer]
             for source, found_rows in self._personal_sources(customer).items():
@@ -296,72 +330,62 @@ class OnlineRecommender:
             if self.counts["age_band"] > 0:
                 band = self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]]
                 rows += [("age_band", a, r, v) for a, r, v in band]
-        columns: dict[str, list[Any]] = {"customer_id": [], "article_id": [], "sources": []}
-        for source in SOURCES:
-            columns[f"rank_{source}"], columns[f"score_{source}"] = [], []
+        out = Candidates([], [], [], [], [])
         for customer, rows in proposals.items():
-            union: dict[str, dict[str, Any]] = {}
+            union: dict[str, dict[int, tuple[float, float]]] = {}
             for source, article, rank, score in rows:
                 entry = union.setdefault(article, {})
-                entry[f"rank_{source}"] = min(rank, entry.get(f"rank_{source}", rank))
-                entry[f"score_{source}"] = max(score, entry.get(f"score_{source}", score))
+                slot = SOURCE_SLOT[source]
+                best_rank, best_score = entry.get(slot, (rank, score))
+                entry[slot] = (min(rank, best_rank), max(score, best_score))
             for article, entry in union.items():
-                columns["customer_id"].append(customer)
-                columns["article_id"].append(article)
-                columns["sources"].append(sorted(k[5:] for k in entry if k.startswith("rank_")))
-                for source in SOURCES:
-                    columns[f"rank_{source}"].append(entry.get(f"rank_{source}", np.nan))
-                    columns[f"score_{source}"].append(entry.get(f"score_{source}", np.nan))
-        frame = pd.DataFrame(columns)
-        for source in SOURCES:
-            frame[f"rank_{source}"] = frame[f"rank_{source}"].astype(np.float64)
-            frame[f"score_{source}"] = frame[f"score_{source}"].astype(np.float64)
-        return frame
+                ranks, scores = [math.nan] * len(SOURCES), [math.nan] * len(SOURCES)
+                for slot, (rank, score) in entry.items():
+                    ranks[slot], scores[slot] = rank, score
+                out.customer_ids.append(customer)
+                out.article_ids.append(article)
+                out.sources.append(sorted(SOURCES[slot] for slot in entry))
+                out.ranks.append(ranks)
+                out.scores.append(scores)
+        return out
 
     # --- filters ----------------------------------------------------------------------------------
-    def keep(self, frame: pd.DataFrame) -> np.ndarray:
-        """`apply_filters`'s keep column for rows (customer_id, article_id)."""
-        keep = np.ones(len(frame), dtype=bool)
+    def keep(self, customer_ids: list[str], article_ids: list[str]) -> np.ndarray:
+        """`apply_filters`'s keep flag for (customer, article) rows."""
         weeks = int(self.rules.get("already_bought_weeks", 0))
-        if weeks > 0:
-            bought = {
-                (c, a) for c in frame["customer_id"].unique() for a in self._window(c, weeks)["article_id"]
-            }
-            keep &= ~np.array(
-                [(c, a) in bought for c, a in zip(frame["customer_id"], frame["article_id"], strict=True)]
-            )
+        bought = {c: {a for a, _ in self._recent(c, weeks)} for c in set(customer_ids)} if weeks > 0 else {}
+        return np.array(
+            [
+                not (weeks > 0 and article in bought[customer]) and self._available(customer, article)
+                for customer, article in zip(customer_ids, article_ids, strict=True)
+            ],
+            dtype=bool,
+        )
+
+    def _available(self, customer: str, article: str) -> bool:
+        """In stock, sold in the customer's region and not age-restricted for them (rules that are on)."""
         if not self.meta["has_availability"]:
-            return keep
-        items = self.articles.reindex(frame["article_id"])
-        people = self.customers.reindex(frame["customer_id"])
-        if self.rules.get("out_of_stock", True):
-            keep &= ~(items["in_stock"] == 0).to_numpy()
-        if self.rules.get("region", True):
-            regions = items["regions"].to_numpy()
-            region = people["region"].to_numpy()
-            outside = [
-                isinstance(allowed, str)
-                and bool(allowed)
-                and isinstance(mine, str)
-                and mine not in allowed.split(";")
-                for allowed, mine in zip(regions, region, strict=True)
-            ]
-            keep &= ~np.array(outside, dtype=bool)
-        if self.rules.get("age", True):
-            too_young = people["age"].to_numpy() < items["min_age"].fillna(0).to_numpy()
-            keep &= ~np.nan_to_num(too_young, nan=0).astype(bool)
-        return keep
+            return True
+        if self.rules.get("out_of_stock", True) and article in self.out_of_stock:
+            return False
+        allowed, region = self.allowed_regions.get(article), self.customer_region.get(customer)
+        if self.rules.get("region", True) and allowed and region is not None and region not in allowed:
+            return False
+        too_young = self.customer_age.get(customer, math.nan) < self.min_age.get(article, 0.0)
+        return not (self.rules.get("age", True) and too_young)
 
     # --- features ---------------------------------------------------------------------------------
-    def features(self, candidates: pd.DataFrame) -> pd.DataFrame:
-        """`ranking_features` for the candidate rows: every column of FEATURES as float64."""
-        out = candidates.reset_index(drop=True)
-        n = len(out)
+    def features(self, candidates: Candidates) -> np.ndarray:
+        """`ranking_features` for the candidate rows: a float32 matrix in the ranker's feature order."""
+        n = len(candidates.article_ids)
         counts = {name: np.zeros(n) for name in ("article", "product", "type", "colour")}
         since = {name: np.full(n, np.nan) for name in ("article", "product")}
         visual = np.zeros(n) if self.similar is not None else np.full(n, np.nan)
         unknown = (None, None, None)
-        for customer, rows in out.groupby("customer_id", sort=False).indices.items():
+        rows_of: dict[str, list[int]] = {}
+        for row, customer in enumerate(candidates.customer_ids):
+            rows_of.setdefault(customer, []).append(row)
+        for customer, rows in rows_of.items():
             past = [(a, d) for a, d in self.history_rows.get(customer, []) if a in self.attrs]
             if not past:
                 continue  # Spark inner-joins the catalogue: purchases of unknown articles do not count
@@ -386,7 +410,7 @@ class OnlineRecommender:
                     for neighbour, similarity in self.neighbours.get(article, []):
                         looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
             for row in rows:
-                article = out.at[row, "article_id"]
+                article = candidates.article_ids[row]
                 product, kind, colour = self.attrs.get(article, unknown)
                 keys = {"article": article, "product": product, "type": kind, "colour": colour}
                 for name, key in keys.items():
@@ -401,10 +425,10 @@ class OnlineRecommender:
         columns: dict[str, np.ndarray] = {f"n_bought_{name}": counts[name] for name in counts}
         columns["days_since_article"], columns["days_since_product"] = since["article"], since["product"]
         columns["visual_similarity"] = visual
-        people = self._rows(self.customer_matrix, self.customer_row, out["customer_id"])
+        people = self._rows(self.customer_matrix, self.customer_row, candidates.customer_ids)
         for i, column in enumerate(CUSTOMER_COLUMNS):
             columns["age" if column == "feature_age" else column] = people[:, i]
-        items = self._rows(self.article_matrix, self.article_row, out["article_id"])
+        items = self._rows(self.article_matrix, self.article_row, candidates.article_ids)
         for i, column in enumerate(ARTICLE_COLUMNS):
             columns[column] = items[:, i]
         price = columns["customer_mean_price"]
@@ -412,17 +436,19 @@ class OnlineRecommender:
             ratio = columns["article_mean_price"] / price
         columns["price_ratio"] = np.where(price != 0, ratio, np.nan)  # Spark: x / 0 is null
         columns["age_gap"] = columns["age"] - columns["mean_buyer_age"]
-        columns["n_sources"] = np.array([len(x) for x in out["sources"]], dtype=np.float64)
-        for source in SOURCES:
-            columns[f"rank_{source}"] = np.nan_to_num(
-                out[f"rank_{source}"].to_numpy(np.float64), nan=float(ABSENT_RANK)
-            )
-            columns[f"score_{source}"] = out[f"score_{source}"].to_numpy(np.float64)
-        table = {column: np.asarray(columns[column], dtype=np.float64) for column in FEATURES}
-        return pd.concat([out[["customer_id", "article_id", "sources"]], pd.DataFrame(table)], axis=1)
+        columns["n_sources"] = np.array([len(x) for x in candidates.sources], dtype=np.float64)
+        ranks = np.array(candidates.ranks, dtype=np.float64).reshape(n, len(SOURCES))
+        scores = np.array(candidates.scores, dtype=np.float64).reshape(n, len(SOURCES))
+        for slot, source in enumerate(SOURCES):
+            columns[f"rank_{source}"] = np.nan_to_num(ranks[:, slot], nan=float(ABSENT_RANK))
+            columns[f"score_{source}"] = scores[:, slot]
+        matrix = np.empty((n, len(self.ranker.features)), dtype=np.float32)
+        for j, column in enumerate(self.ranker.features):
+            matrix[:, j] = columns[column]
+        return matrix
 
     @staticmethod
-    def _rows(matrix: np.ndarray, row_of: dict[str, int], ids: pd.Series) -> np.ndarray:
+    def _rows(matrix: np.ndarray, row_of: dict[str, int], ids: list[str]) -> np.ndarray:
         """Rows of `matrix` for `ids`; NaN for ids it does not hold (Spark's left join)."""
         picked = np.array([row_of.get(i, -1) for i in ids], dtype=np.int64)
         out = matrix[np.maximum(picked, 0)]
@@ -435,14 +461,17 @@ class OnlineRecommender:
 
     def fallback(self, customer_id: str, k: int, exclude: set[str]) -> Recommendation:
         """Age-band best sellers (global ones for unknown customers), after the same filters."""
-        listed = self.bands.get(self._band(customer_id), _EMPTY_LIST).head(FALLBACK_DEPTH * self.k)
-        frame = listed.assign(customer_id=customer_id)
-        frame = frame[self.keep(frame) & ~frame["article_id"].isin(exclude)].head(k)
+        listed = self.band_rows.get(self._band(customer_id), [])[: FALLBACK_DEPTH * self.k]
+        articles = [a for a, _, _ in listed]
+        keep = self.keep([customer_id] * len(articles), articles)
+        picked = [
+            (a, float(v)) for (a, _, v), ok in zip(listed, keep, strict=True) if ok and a not in exclude
+        ]
         return Recommendation(
             customer_id,
-            frame["article_id"].tolist(),
-            frame["source_score"].astype(float).tolist(),
-            [FALLBACK_SOURCE] * len(frame),
+            [a for a, _ in picked[:k]],
+            [v for _, v in picked[:k]],
+            [FALLBACK_SOURCE] * len(picked[:k]),
             True,
         )
 
@@ -457,15 +486,25 @@ class OnlineRecommender:
             with self.timer.stage("candidates"):
                 candidates = self.candidates(warm)  # includes the "embed" and "ann" stages
             with self.timer.stage("filters"):
-                candidates = candidates[self.keep(candidates) & ~candidates["article_id"].isin(exclude)]
+                keep = self.keep(candidates.customer_ids, candidates.article_ids)
+                candidates = candidates.subset(
+                    [i for i, a in enumerate(candidates.article_ids) if keep[i] and a not in exclude]
+                )
             with self.timer.stage("features"):
                 features = self.features(candidates)
             with self.timer.stage("rank"):
-                ranked = rank_frame(features, self.ranker, k, self.max_per_type)
-            for row in ranked.itertuples(index=False):
-                answers[row.customer_id] = Recommendation(
-                    row.customer_id, list(row.article_ids), list(row.scores), list(row.sources), False
+                product_type = features[:, self.ranker.features.index("product_type_no")]
+                ranked = rank_arrays(
+                    np.asarray(candidates.customer_ids, dtype=object),
+                    np.asarray(candidates.article_ids, dtype=object),
+                    self.ranker.score_matrix(features),
+                    product_type,
+                    candidates.sources,
+                    k,
+                    self.max_per_type,
                 )
+            for customer, articles, scores, sources in ranked:
+                answers[customer] = Recommendation(customer, articles, scores, sources, False)
         return [answers[c] if c in answers else self.fallback(c, k, exclude) for c in customer_ids]
 
     def similar_items(self, article_id: str, k: int) -> list[tuple[str, float]]:
@@ -477,16 +516,6 @@ class OnlineRecommender:
         rows = self.similar[self.similar["article_id"] == article_id]
         rows = rows.sort_values(["similarity", "neighbour_id"], ascending=[False, True]).head(k)
         return list(zip(rows["neighbour_id"], rows["similarity"].astype(float), strict=True))
-
-
-_EMPTY = pd.DataFrame({"article_id": pd.Series(dtype=str), "day": pd.Series(dtype=np.int32)})
-_EMPTY_LIST = pd.DataFrame(
-    {
-        "article_id": pd.Series(dtype=str),
-        "source_rank": pd.Series(dtype=np.int32),
-        "source_score": pd.Series(dtype=np.float64),
-    }
-)
 
 
 def day_number(day: Any) -> int:
