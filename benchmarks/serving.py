@@ -8,15 +8,17 @@ loops for `SECONDS` seconds over random customers with history, one request at a
 
 from __future__ import annotations
 
+import http.client
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,47 +68,49 @@ def _stage_profile(requests: int = 300) -> tuple[dict[str, float], list[str]]:
     return ms, customers
 
 
-def _load(url: str, customers: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def _client(
+    url: str, customers: list[str], seed: int, start_at: float, stop_at: float
+) -> tuple[list[float], int]:
+    """One client: a kept-alive HTTP connection, one single-customer request at a time from `start_at`
+    to `stop_at` (wall clock, shared by all clients); returns (latencies in seconds, failed requests)."""
+    time.sleep(max(0.0, start_at - time.time()))
+    parts = urllib.parse.urlsplit(url)
+    rng = np.random.default_rng(seed)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+    failed = 0
+    while time.time() < stop_at:
+        body = json.dumps({"dataframe_records": [{"customer_id": customers[rng.integers(len(customers))]}]})
+        started = time.perf_counter()
+        try:
+            connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            ok = response.status == 200
+        except (http.client.HTTPException, OSError):
+            connection.close()  # reconnects on the next request
+            ok = False
+        latencies.append(time.perf_counter() - started)
+        failed += not ok
+    connection.close()
+    return latencies, failed
 
-    def client(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        mine: list[float] = []
-        failed = 0
-        while time.perf_counter() < stop:
-            body = json.dumps(
-                {"dataframe_records": [{"customer_id": customers[rng.integers(len(customers))]}]}
-            ).encode()
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            started = time.perf_counter()
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    response.read()
-                    ok = response.status == 200
-            except (urllib.error.URLError, OSError):
-                ok = False
-            mine.append(time.perf_counter() - started)
-            failed += not ok
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+def _load(url: str, customers: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` client processes (not threads: one interpreter's lock would queue the clients
+    themselves and add its wait to the measured latency)."""
+    start_at = time.time() + 5  # every client process is up before the clock starts
+    stop_at = start_at + seconds
+    with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_client, url, customers, i, start_at, stop_at) for i in range(clients)]
+        results = [future.result() for future in futures]
+    latencies = [x for mine, _ in results for x in mine]
     ms = np.array(latencies) * 1000
     return {
         "clients": clients,
         "requests": len(latencies),
-        "errors": errors[0],
-        "throughput_rps": round(len(latencies) / wall, 1),
+        "errors": sum(failed for _, failed in results),
+        "throughput_rps": round(len(latencies) / seconds, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
     }

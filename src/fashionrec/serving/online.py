@@ -150,10 +150,15 @@ class OnlineRecommender:
         self.ranker = Ranker.load(artifacts / RANKER_DIR).single_threaded()
         self.month_sin, self.month_cos = month_angle(self.week)
         self.timer = StageTimer()
+        # A query embedding depends only on the snapshot (history, age, the week's month): computed once
+        # here in batches, it spares each request a TensorFlow call (~2 ms of a ~7 ms answer).
+        warm = sorted(self.history_rows)
+        self.query_row = {c: i for i, c in enumerate(warm)}
+        self.query_matrix = self._embed(warm)
 
     # --- candidates -------------------------------------------------------------------------------
-    def _two_tower(self, customer_ids: list[str]) -> list[list[tuple[str, int, float]]]:
-        """Per customer, the ANN's (article, rank, score) for the query tower's embedding."""
+    def _embed(self, customer_ids: list[str]) -> np.ndarray:
+        """Query-tower embeddings, computed from the snapshot the way batch scoring computes them."""
         from fashionrec.retrieval.task import embed_queries
 
         histories = []
@@ -171,8 +176,19 @@ class OnlineRecommender:
                 "history": pa.array(histories, pa.list_(pa.string())),
             }
         )
+        return embed_queries(self.query_encoder, queries)
+
+    def _two_tower(self, customer_ids: list[str]) -> list[list[tuple[str, int, float]]]:
+        """Per customer, the ANN's (article, rank, score) for the query tower's embedding."""
         with self.timer.stage("embed"):
-            embeddings = embed_queries(self.query_encoder, queries)
+            rows = [self.query_row.get(c, -1) for c in customer_ids]
+            missing = [c for c, row in zip(customer_ids, rows, strict=True) if row < 0]
+            embeddings = self.query_matrix[np.maximum(rows, 0)]
+            if missing:  # not in the snapshot's purchases: embed now
+                fresh = iter(self._embed(missing))
+                for i, row in enumerate(rows):
+                    if row < 0:
+                        embeddings[i] = next(fresh)
         with self.timer.stage("ann"):
             scores, top = self.index.search(embeddings, self.counts["two_tower"])
         return [
