@@ -28,7 +28,9 @@ MODEL_URI = "models:/fashionrec_recommender@champion"
 TRACKING_URI = "sqlite:///mlflow.db"
 SECONDS = 30
 CLIENTS = (1, 8)
-WORKERS = int(os.environ.get("FASHIONREC_SERVING_WORKERS", "2"))
+# One worker by default: with `--workers 2` uvicorn leaves Nagle's algorithm on for accepted sockets
+# (Kludex/uvicorn#3149), so every kept-alive request after the first waits ~40 ms for a delayed ACK.
+WORKERS = int(os.environ.get("FASHIONREC_SERVING_WORKERS", "1"))
 
 
 def _free_port() -> int:
