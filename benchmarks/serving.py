@@ -2,16 +2,18 @@
 real MLflow scoring server, at 1 and 8 concurrent clients, and where a request's time goes.
 
 Serves `models:/fashionrec_recommender@champion` from the demo's registry (`sqlite:///mlflow.db`, so run
-`make demo` first) with `mlflow models serve --env-manager local` on a free local port. Each client
-loops for `SECONDS` seconds over random customers with history, one request at a time.
+`make demo` first) on a free local port, two ways: `mlflow models serve --env-manager local` (one
+worker, as `make serve`) and `fashionrec serve` (the same MLflow app on one worker per core with Nagle's
+algorithm off). Each client loops for `SECONDS` seconds over random customers with history, one request
+at a time on a kept-alive connection.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,9 +30,9 @@ MODEL_URI = "models:/fashionrec_recommender@champion"
 TRACKING_URI = "sqlite:///mlflow.db"
 SECONDS = 30
 CLIENTS = (1, 8)
-# One worker by default: with `--workers 2` uvicorn leaves Nagle's algorithm on for accepted sockets
-# (Kludex/uvicorn#3149), so every kept-alive request after the first waits ~40 ms for a delayed ACK.
-WORKERS = int(os.environ.get("FASHIONREC_SERVING_WORKERS", "1"))
+# Workers of `fashionrec serve` (MLflow's app with Nagle off; `mlflow models serve -w 2` would leave it on
+# and make every kept-alive request wait ~40 ms for a delayed ACK, Kludex/uvicorn#3149): one per core.
+WORKERS = int(os.environ.get("FASHIONREC_SERVING_WORKERS", "2"))
 
 
 def _free_port() -> int:
@@ -70,32 +72,81 @@ def _stage_profile(requests: int = 300) -> tuple[dict[str, float], list[str]]:
     return ms, customers
 
 
+class KeptAliveConnection:
+    """The least an HTTP/1.1 client can do on one kept-alive connection: send prepared bytes, read the
+    status line, the Content-Length and the body. Clients share this machine's two cores with the server,
+    so a heavy client (`http.client` parses every header through the `email` package) would take CPU
+    from the server it measures; load generators such as wrk are lean for the same reason."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.address, self.path = (host, port), path
+        self.sock: socket.socket | None = None
+        self.pending = b""
+
+    def post_json(self, body: bytes) -> tuple[int, bytes]:
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending = b""
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.address[0]}:{self.address[1]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body)
+        data = self.pending
+        while b"\r\n\r\n" not in data:
+            data += self._receive()
+        header, _, data = data.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(":", 1) for line in lines[1:])
+        if "content-length" not in fields:
+            raise ConnectionError(f"no Content-Length in the answer: {lines[0]}")
+        length = int(fields["content-length"])
+        while len(data) < length:
+            data += self._receive()
+        self.pending = data[length:]
+        return int(lines[0].split()[1]), data[:length]
+
+    def _receive(self) -> bytes:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 def _client(
     url: str, customers: list[str], seed: int, start_at: float, stop_at: float
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, str]:
     """One client: a kept-alive HTTP connection, one single-customer request at a time from `start_at`
-    to `stop_at` (wall clock, shared by all clients); returns (latencies in seconds, failed requests)."""
+    to `stop_at` (wall clock, shared by all clients); returns (latencies in seconds, failed requests, the
+    first failure)."""
     time.sleep(max(0.0, start_at - time.time()))
     parts = urllib.parse.urlsplit(url)
     rng = np.random.default_rng(seed)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = KeptAliveConnection(parts.hostname or "127.0.0.1", parts.port or 80, parts.path)
     latencies: list[float] = []
-    failed = 0
+    failed, error = 0, ""
     while time.time() < stop_at:
-        body = json.dumps({"dataframe_records": [{"customer_id": customers[rng.integers(len(customers))]}]})
+        customer = customers[rng.integers(len(customers))]
+        body = json.dumps({"dataframe_records": [{"customer_id": customer}]}).encode()
         started = time.perf_counter()
         try:
-            connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            response.read()
-            ok = response.status == 200
-        except (http.client.HTTPException, OSError):
+            status, answer = connection.post_json(body)
+            ok = status == 200 and customer.encode() in answer
+            error = error or ("" if ok else f"HTTP {status}: {answer[:200]!r}")
+        except OSError as exc:
             connection.close()  # reconnects on the next request
-            ok = False
+            ok, error = False, error or repr(exc)
         latencies.append(time.perf_counter() - started)
         failed += not ok
     connection.close()
-    return latencies, failed
+    return latencies, failed, error
 
 
 def _load(url: str, customers: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -106,33 +157,47 @@ def _load(url: str, customers: list[str], clients: int, seconds: float) -> dict[
     with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_client, url, customers, i, start_at, stop_at) for i in range(clients)]
         results = [future.result() for future in futures]
-    latencies = [x for mine, _ in results for x in mine]
+    latencies = [x for mine, _, _ in results for x in mine]
     ms = np.array(latencies) * 1000
     return {
         "clients": clients,
         "requests": len(latencies),
-        "errors": sum(failed for _, failed in results),
+        "errors": sum(failed for _, failed, _ in results),
+        "first_error": next((error for _, _, error in results if error), None),
         "throughput_rps": round(len(latencies) / seconds, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
     }
 
 
-def run(scale: str) -> dict[str, Any]:
-    if not Path("mlflow.db").exists():
-        raise RuntimeError(
-            "no local registry (mlflow.db): run `make demo` first, then `make bench BENCH=serving`"
-        )
-    stages, customers = _stage_profile()
-    port = _free_port()
+def _servers(port: int) -> dict[str, list[str]]:
+    """The two ways to serve the champion locally, as commands."""
+    mlflow_serve = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        MODEL_URI,
+        "--env-manager",
+        "local",
+    ]
+    mlflow_serve += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    ours = [sys.executable, "-m", "fashionrec", "serve", "-m", MODEL_URI, "-p", str(port), "-w", str(WORKERS)]
+    return {"mlflow models serve -w 1": mlflow_serve, f"fashionrec serve -w {WORKERS}": ours}
+
+
+def _measure(command: list[str], port: int, customers: list[str]) -> list[dict[str, Any]]:
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": TRACKING_URI,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local"]
-    command += ["-h", "127.0.0.1", "-p", str(port), "-w", str(WORKERS)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A session of its own: `mlflow models serve` runs uvicorn as a child, which must stop with it.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300
@@ -142,17 +207,30 @@ def run(scale: str) -> dict[str, Any]:
                     break
             except OSError:
                 if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("the scoring server did not start") from None
+                    raise RuntimeError(f"the scoring server did not start: {' '.join(command)}") from None
                 time.sleep(1)
-        _load(f"{base}/invocations", customers, 2, 5)  # warm every worker
-        runs = [_load(f"{base}/invocations", customers, n, SECONDS) for n in CLIENTS]
+        _load(f"{base}/invocations", customers, 4, 5)  # warm every worker
+        return [_load(f"{base}/invocations", customers, n, SECONDS) for n in CLIENTS]
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def run(scale: str) -> dict[str, Any]:
+    if not Path("mlflow.db").exists():
+        raise RuntimeError(
+            "no local registry (mlflow.db): run `make demo` first, then `make bench BENCH=serving`"
+        )
+    stages, customers = _stage_profile()
+    load = {}
+    for name in _servers(0):
+        port = _free_port()
+        load[name] = _measure(_servers(port)[name], port, customers)
+        for row in load[name]:
+            print(f"{name}: {row}")
     return {
         "model": MODEL_URI,
-        "server_workers": WORKERS,
         "seconds_per_run": SECONDS,
-        "load": runs,
+        "load": load,
         "where_the_time_goes_in_process": stages,
     }

@@ -89,9 +89,8 @@ def test_champion_moves_only_when_the_new_version_is_no_worse():
 
 
 @pytest.fixture(scope="module")
-def server(spark, job_run):
-    """`register` once more (the lakehouse has new purchases since the job ran), then the `champion`
-    behind `mlflow models serve` on a free local port; stopped afterwards."""
+def registered(spark, job_run) -> tuple[str, str]:
+    """`register` once more (the lakehouse has new purchases since the job ran): (tracking URI, model URI)."""
     from fashionrec.config import RegisterParams
     from fashionrec.serving.register import run_register
 
@@ -105,50 +104,101 @@ def server(spark, job_run):
         spark,
     )
     assert registered["version"] == 2 and registered["alias"] == "champion", registered  # equal MAP: moves
-    port = _free_port()
-    # The server runs `uvicorn` from PATH: the interpreter's own bin folder first (the venv's).
+    return tracking, registered["model_uri"]
+
+
+def _start(command: list[str], tracking: str, port: int) -> subprocess.Popen:
+    """A scoring server process, returned once it answers /ping on `port`."""
+    # `mlflow models serve` runs `uvicorn` from PATH: the interpreter's own bin folder first (the venv's).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            registered["model_uri"],
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"scoring server did not start: {process.stderr.read().decode()[-3000:]}")
-            time.sleep(1)
-        yield f"{base}/invocations"
-    finally:
-        process.terminate()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while True:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            _stop(process)
+            raise RuntimeError(f"scoring server did not start: {process.stderr.read().decode()[-3000:]}")
+        time.sleep(1)
+
+
+def _stop(process: subprocess.Popen) -> int:
+    process.terminate()
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(registered):
+    """The `champion` behind `mlflow models serve` on a free local port; stopped afterwards."""
+    tracking, model_uri = registered
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    process = _start([*command, "-h", "127.0.0.1", "-p", str(port)], tracking, port)
+    try:
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        _stop(process)
+
+
+def _established_per_child(parent: int, port: int) -> list[int]:
+    """For each child process of `parent`: how many established TCP connections to `port` it holds."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    counts = []
+    for child in children:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()]
+        counts.append(
+            sum(link[len("socket:[") : -1] in inodes for link in links if link.startswith("socket:["))
+        )
+    return counts
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registered, recommender):
+    """`fashionrec serve -w 2`: MLflow's app on two workers; four kept-alive connections get two workers
+    each and the same answers as the in-memory recommender; SIGTERM stops parent and workers."""
+    import http.client
+
+    tracking, model_uri = registered
+    port = _free_port()
+    command = [sys.executable, "-m", "fashionrec", "serve", "-m", model_uri, "-p", str(port), "-w", "2"]
+    process = _start(command, tracking, port)
+    try:
+        customers = sorted(recommender.purchases)[:8]
+        connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
+        for round_ in range(2):
+            for i, connection in enumerate(connections):
+                customer = customers[2 * i + round_]
+                body = json.dumps({"dataframe_records": [{"customer_id": customer}]})
+                connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                assert response.status == 200, answer
+                expected = recommender.recommend([customer])[0]
+                assert answer["predictions"][0]["article_ids"] == expected.article_ids
+        # Two workers with two connections each (other children, e.g. multiprocessing's resource tracker,
+        # hold none).
+        assert sorted(n for n in _established_per_child(process.pid, port) if n) == [2, 2]
+        for connection in connections:
+            connection.close()
+    finally:
+        status = _stop(process)
+    assert status == 0
+    assert not Path(f"/proc/{process.pid}").exists()
 
 
 def test_rest_endpoint_answers_single_batch_unknown_and_similar(server, recommender):

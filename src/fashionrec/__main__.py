@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", default=None, help="output folder (default: data/<scale>)")
     gen.add_argument("--seed", type=int, default=42)
 
+    serve = commands.add_parser(
+        "serve", help="serve a registered model with MLflow's scoring app on N workers (Nagle off)"
+    )
+    serve.add_argument("-m", "--model-uri", default="models:/fashionrec_recommender@champion")
+    serve.add_argument("-H", "--host", default="127.0.0.1")
+    serve.add_argument("-p", "--port", type=int, default=5001)
+    serve.add_argument("-w", "--workers", type=int, default=2, help="one per core (default: 2)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -60,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 "generate", {k: v for k, v in manifest.items() if k != "scale"} | {"scale": args.scale}
             )
             return 0
+        if args.command == "serve":
+            from fashionrec.serving.server import ServeConfig, serve
+
+            return serve(ServeConfig(args.model_uri, args.host, args.port, args.workers))
         if args.command == "tasks":
             from fashionrec.runner.bundle import load_bundle
 

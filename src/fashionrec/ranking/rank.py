@@ -58,12 +58,9 @@ def rank_arrays(
     if max_per_type > 0:
         over = _beyond_type_cap(customer_code[order], np.asarray(product_types)[order], max_per_type)
         order = order[np.argsort(2 * customer_code[order] + over, kind="stable")]
-    owner = customer_code[order]
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    top = order[position < k]
+    top = order[_position_in_runs(customer_code[order]) < k]
     owner = customer_code[top]
-    bounds = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1], True]).tolist()
+    bounds = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1], [True]))).tolist()
     ids = np.asarray(articles)[article_code[top]].tolist()
     values = scores[top].tolist()
     joined = ["+".join(sources[i]) for i in top.tolist()]
@@ -80,12 +77,17 @@ def _beyond_type_cap(customer: np.ndarray, product_type: np.ndarray, cap: int) -
     type_code = pd.factorize(product_type)[0]  # missing types get -1
     key = customer.astype(np.int64) * (int(type_code.max()) + 2) + type_code + 1
     by_key = np.argsort(key, kind="stable")
-    grouped = key[by_key]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    within = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
     rank = np.empty(len(key), dtype=np.int64)
-    rank[by_key] = within
+    rank[by_key] = _position_in_runs(key[by_key])
     return (rank >= cap) & (type_code >= 0)
+
+
+def _position_in_runs(keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal consecutive `keys` (np.concatenate: np.r_ costs more for
+    the one-customer arrays of a serving request)."""
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    lengths = np.diff(np.concatenate((starts, [len(keys)])))
+    return np.arange(len(keys)) - np.repeat(starts, lengths)
 
 
 def rank_in_spark(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -367,28 +368,24 @@ class OnlineRecommender:
 
     # --- filters ----------------------------------------------------------------------------------
     def keep(self, customer_ids: list[str], article_ids: list[str]) -> np.ndarray:
-        """`apply_filters`'s keep flag for (customer, article) rows."""
+        """`apply_filters`'s keep flag for (customer, article) rows: not bought within the window, in
+        stock, sold in the customer's region and not age-restricted for them (each rule that is on)."""
         weeks = int(self.rules.get("already_bought_weeks", 0))
         bought = {c: {a for a, _ in self._recent(c, weeks)} for c in set(customer_ids)} if weeks > 0 else {}
-        return np.array(
-            [
-                not (weeks > 0 and article in bought[customer]) and self._available(customer, article)
-                for customer, article in zip(customer_ids, article_ids, strict=True)
-            ],
-            dtype=bool,
-        )
-
-    def _available(self, customer: str, article: str) -> bool:
-        """In stock, sold in the customer's region and not age-restricted for them (rules that are on)."""
-        if not self.meta["has_availability"]:
-            return True
-        if self.rules.get("out_of_stock", True) and article in self.out_of_stock:
-            return False
-        allowed, region = self.allowed_regions.get(article), self.customer_region.get(customer)
-        if self.rules.get("region", True) and allowed and region is not None and region not in allowed:
-            return False
-        too_young = self.customer_age.get(customer, math.nan) < self.min_age.get(article, 0.0)
-        return not (self.rules.get("age", True) and too_young)
+        on = bool(self.meta["has_availability"])  # without the availability table the rules have no data
+        stock, region, age = (on and bool(self.rules.get(r, True)) for r in ("out_of_stock", "region", "age"))
+        flags = []
+        for customer, article in zip(customer_ids, article_ids, strict=True):
+            ok = not (weeks > 0 and article in bought[customer])
+            if ok and stock and article in self.out_of_stock:
+                ok = False
+            if ok and region:
+                allowed, home = self.allowed_regions.get(article), self.customer_region.get(customer)
+                ok = not (allowed and home is not None and home not in allowed)
+            if ok and age:
+                ok = not self.customer_age.get(customer, math.nan) < self.min_age.get(article, 0.0)
+            flags.append(ok)
+        return np.array(flags, dtype=bool)
 
     # --- features ---------------------------------------------------------------------------------
     def features(self, candidates: Candidates) -> np.ndarray:
@@ -405,39 +402,35 @@ class OnlineRecommender:
             past = [(a, d) for a, d in self.history_rows.get(customer, []) if a in self.attrs]
             if not past:
                 continue  # Spark inner-joins the catalogue: purchases of unknown articles do not count
-            tallies: dict[str, dict[Any, int]] = {name: {} for name in counts}
-            last: dict[str, dict[Any, int]] = {"article": {}, "product": {}}
-            for article, day in past:
-                product, kind, colour = self.attrs[article]
-                for name, key in (
-                    ("article", article),
-                    ("product", product),
-                    ("type", kind),
-                    ("colour", colour),
-                ):
-                    if key is None:
-                        continue
-                    tallies[name][key] = tallies[name].get(key, 0) + 1
-                    if name in last:
-                        last[name][key] = max(day, last[name].get(key, day))
-            looks: dict[str, float] = {}
+            # Counters and dict comprehensions do the tallying in C; None (a missing attribute) is
+            # never counted, so looking it up below gives 0 / "never", as in Spark.
+            attrs = [self.attrs[a] for a, _ in past]
+            tallies = {
+                "article": Counter(a for a, _ in past),
+                "product": Counter(p for p, _, _ in attrs if p is not None),
+                "type": Counter(t for _, t, _ in attrs if t is not None),
+                "colour": Counter(c for _, _, c in attrs if c is not None),
+            }
+            by_day = sorted(range(len(past)), key=lambda i: past[i][1])  # the latest day is written last
+            last = {
+                "article": {past[i][0]: past[i][1] for i in by_day},
+                "product": {attrs[i][0]: past[i][1] for i in by_day if attrs[i][0] is not None},
+            }
+            articles = [candidates.article_ids[row] for row in rows]
+            keys = {"article": articles}
+            keys["product"], keys["type"], keys["colour"] = (
+                list(column) for column in zip(*(self.attrs.get(a, unknown) for a in articles), strict=True)
+            )
+            for name, tally in tallies.items():
+                counts[name][rows] = [tally.get(key, 0) for key in keys[name]]
+            for name, days in last.items():
+                since[name][rows] = [self.first_day - days[k] if k in days else math.nan for k in keys[name]]
             if self.similar is not None:
+                looks: dict[str, float] = {}
                 for article in {a for a, _ in past}:
                     for neighbour, similarity in self.neighbours.get(article, []):
                         looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
-            for row in rows:
-                article = candidates.article_ids[row]
-                product, kind, colour = self.attrs.get(article, unknown)
-                keys = {"article": article, "product": product, "type": kind, "colour": colour}
-                for name, key in keys.items():
-                    if key is not None:
-                        counts[name][row] = tallies[name].get(key, 0)
-                for name in since:
-                    key = keys[name]
-                    if key is not None and key in last[name]:
-                        since[name][row] = self.first_day - last[name][key]
-                if self.similar is not None:
-                    visual[row] = looks.get(article, 0.0)
+                visual[rows] = [looks.get(a, 0.0) for a in articles]
         columns: dict[str, np.ndarray] = {f"n_bought_{name}": counts[name] for name in counts}
         columns["days_since_article"], columns["days_since_product"] = since["article"], since["product"]
         columns["visual_similarity"] = visual
@@ -454,9 +447,10 @@ class OnlineRecommender:
         columns["age_gap"] = columns["age"] - columns["mean_buyer_age"]
         columns["n_sources"] = np.array([len(x) for x in candidates.sources], dtype=np.float64)
         ranks = np.array(candidates.ranks, dtype=np.float64).reshape(n, len(SOURCES))
+        ranks[np.isnan(ranks)] = ABSENT_RANK
         scores = np.array(candidates.scores, dtype=np.float64).reshape(n, len(SOURCES))
         for slot, source in enumerate(SOURCES):
-            columns[f"rank_{source}"] = np.nan_to_num(ranks[:, slot], nan=float(ABSENT_RANK))
+            columns[f"rank_{source}"] = ranks[:, slot]
             columns[f"score_{source}"] = scores[:, slot]
         matrix = np.empty((n, len(self.ranker.features)), dtype=np.float32)
         for j, column in enumerate(self.ranker.features):
