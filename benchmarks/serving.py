@@ -28,7 +28,7 @@ import numpy as np
 
 MODEL_URI = "models:/fashionrec_recommender@champion"
 TRACKING_URI = "sqlite:///mlflow.db"
-SECONDS = 30
+SECONDS = 60  # the issue: about a minute per run
 CLIENTS = (1, 8)
 # Workers of `fashionrec serve` (MLflow's app with Nagle off; `mlflow models serve -w 2` would leave it on
 # and make every kept-alive request wait ~40 ms for a delayed ACK, Kludex/uvicorn#3149): one per core.
