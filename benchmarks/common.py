@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fashionrec.runner.report import record_benchmark
+
 RESULTS = Path("reports") / "benchmarks.json"
+SUMMARY = Path("reports") / "latest_run.json"
 
 
 def machine() -> str:
@@ -54,7 +57,7 @@ def record(name: str, figures: dict[str, Any]) -> None:
     """Append one benchmark result (with machine and date) to reports/benchmarks.json."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    results.append(
-        {"benchmark": name, "date": datetime.now(UTC).date().isoformat(), "machine": machine(), **figures}
-    )
+    entry = {"benchmark": name, "date": datetime.now(UTC).date().isoformat(), "machine": machine(), **figures}
+    results.append(entry)
     RESULTS.write_text(json.dumps(results, indent=2))
+    record_benchmark(SUMMARY, name, entry)  # the run summary carries the latest figures too

@@ -219,3 +219,18 @@ def test_local_runner_reports_a_failing_task(spark, tmp_path):
     written = json.loads(summary.read_text())
     assert written["run"]["status"] == "failed"
     assert "nowhere" in written["tasks"]["ingest"]["error"]
+
+
+def test_run_summary_keeps_benchmark_figures_across_job_runs(tmp_path):
+    from fashionrec.runner.report import record_benchmark, write_summary
+
+    path = tmp_path / "reports" / "latest_run.json"
+    write_summary(path, {"job": "fashionrec"}, {"ingest": {"rows": 3}})
+    record_benchmark(path, "serving", {"p99_ms": 23.6, "date": "2026-11-24"})
+    write_summary(path, {"job": "fashionrec"}, {"register": {"version": 3}}, merge=True)
+    summary = json.loads(path.read_text())
+    assert summary["tasks"] == {"ingest": {"rows": 3}, "register": {"version": 3}}
+    assert summary["benchmarks"]["serving"]["p99_ms"] == 23.6
+    write_summary(path, {"job": "fashionrec"}, {"evaluate": {}})  # a full run replaces the tasks only
+    summary = json.loads(path.read_text())
+    assert list(summary["tasks"]) == ["evaluate"] and "serving" in summary["benchmarks"]

@@ -83,18 +83,32 @@ def print_line(text: str) -> None:
 
 
 def write_summary(path: str | Path, run: dict[str, Any], tasks: dict[str, Any], merge: bool = False) -> Path:
-    """Write the run summary atomically; with `merge`, keep figures of tasks not run this time."""
+    """Write the run summary atomically; with `merge`, keep figures of tasks not run this time. The latest
+    benchmark figures (`record_benchmark`) are always kept: they carry their own dates."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous: dict[str, Any] = {}
-    if merge and path.exists():
-        previous = json.loads(path.read_text()).get("tasks", {})
+    existing = json.loads(path.read_text()) if path.exists() else {}
     summary = {
         "run": {**run, "written_at": datetime.now(UTC).isoformat(timespec="seconds")},
-        "tasks": {**previous, **tasks},
+        "tasks": {**(existing.get("tasks", {}) if merge else {}), **tasks},
     }
+    if "benchmarks" in existing:
+        summary["benchmarks"] = existing["benchmarks"]
+    return _write_json(path, summary)
+
+
+def record_benchmark(path: str | Path, name: str, figures: dict[str, Any]) -> Path:
+    """Put one benchmark's latest figures into the run summary's `benchmarks` section."""
+    path = Path(path)
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary.setdefault("benchmarks", {})[name] = figures
+    return _write_json(path, summary)
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> Path:
+    """Written to a temporary file and renamed: a reader never sees half a summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".summary-", suffix=".json")
     with os.fdopen(fd, "w") as handle:
-        json.dump(summary, handle, indent=2, default=str)
+        json.dump(content, handle, indent=2, default=str)
     os.replace(tmp, path)
     return path
