@@ -35,6 +35,61 @@ def test_holdout_keeps_every_colour_of_a_product_on_one_side():
     assert np.array_equal(mask, holdout_mask(codes, 0.3, seed=1))
 
 
+def test_weight_grid_covers_the_simplex():
+    from fashionrec.similarity.mixing import weight_grid
+
+    assert weight_grid(1) == [(1.0,)]
+    two = weight_grid(2, steps=4)
+    assert two == [(0.0, 1.0), (0.25, 0.75), (0.5, 0.5), (0.75, 0.25), (1.0, 0.0)]
+    three = weight_grid(3, steps=10)
+    assert len(three) == 66 and all(sum(w) == pytest.approx(1.0) for w in three)
+
+
+def test_mixed_embedding_is_unit_length_and_its_cosine_is_the_weighted_cosine():
+    from fashionrec.similarity.mixing import combine
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(6, d)) for d in (4, 3))
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    mixed = combine([a, b], [0.3, 0.7])
+    assert mixed.shape == (6, 7)
+    np.testing.assert_allclose(np.linalg.norm(mixed, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(mixed @ mixed.T, 0.3 * a @ a.T + 0.7 * b @ b.T, atol=1e-6)
+    assert combine([a, b], [1.0, 0.0]).shape == (6, 4)  # a model with weight 0 is left out
+
+
+def test_choose_weights_picks_the_best_scoring_mix():
+    from fashionrec.similarity.mixing import choose_weights
+
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    b = np.array([[0.0, 1.0], [1.0, 0.0]])
+    seen = []
+
+    def score(vectors: np.ndarray) -> float:  # vectors[0, 0]² is the weight of model a: best at 0.3
+        seen.append(vectors.shape)
+        return -((vectors[0, 0] ** 2 - 0.3) ** 2)
+
+    weights, value = choose_weights([a, b], score)
+    assert weights == pytest.approx((0.3, 0.7)) and value == pytest.approx(0.0)
+    assert len(seen) == 11 and seen[0] == (2, 2) and seen[5] == (2, 4)  # ends of the grid: one model
+
+
+def test_saved_encoder_is_the_weighted_concatenation_of_its_models(tmp_path):
+    from fashionrec.similarity import encoder as image_encoder
+    from fashionrec.similarity import model as image_model
+
+    hp = image_model.ImageHyperParams(embedding_dim=8, width=4)
+    models = [image_model.build_model(hp.with_updates(seed=s), 16) for s in (1, 2)]
+    pixels = np.random.default_rng(3).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)
+    image_model.export(models, [0.25, 0.75], tmp_path / "encoder")
+    saved = image_encoder.embed_saved(image_encoder.load(tmp_path / "encoder"), pixels)
+    expected = np.hstack(
+        [np.sqrt(w) * image_model.embed(m, pixels) for m, w in zip(models, (0.25, 0.75), strict=True)]
+    )
+    np.testing.assert_allclose(saved, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(saved, axis=1), 1.0, rtol=1e-5)
+
+
 def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, tiny_data):
     """The job graph's train_image_similarity and index_images figures, then index_images once more."""
     from fashionrec.config import ImageIndexParams

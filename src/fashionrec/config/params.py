@@ -247,6 +247,9 @@ class ImageIngestParams(LakeParams):
     images_path: str = "data/small/images"
 
 
+CLASS_KEYS = ("product_type", "product_code", "type_colour")
+
+
 @dataclass(frozen=True)
 class ImageSimilarityParams(LakeParams):
     """Train the image metric-learning model (TensorFlow Similarity) on `article_images`."""
@@ -254,8 +257,9 @@ class ImageSimilarityParams(LakeParams):
     artifacts_dir: str = "artifacts"
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"
-    # Classes of the class-balanced batches: product_type, product_code, or type_colour (both at once).
-    class_key: str = "type_colour"
+    # One model per class key (product_type, product_code, type_colour), comma-separated; their embeddings
+    # are concatenated with weights chosen on validation products (similarity.mixing).
+    class_keys: str = "product_type,type_colour"
     workers: int = 1
     max_evals: int = 0
     parallelism: int = 1
@@ -265,14 +269,22 @@ class ImageSimilarityParams(LakeParams):
     examples_per_class: int = 4
     epochs: int = 4
     steps_per_epoch: int = 100
-    # Share of products held out to measure neighbour precision on unseen products.
+    # Shares of products held out: to report neighbour precision on unseen products (holdout), and to
+    # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
     holdout_share: float = 0.2
+    validation_share: float = 0.2
     seed: int = 42
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(key.strip() for key in self.class_keys.split(",") if key.strip())
+
     def __post_init__(self) -> None:
-        if self.class_key not in ("product_type", "product_code", "type_colour"):
+        unknown = [key for key in self.keys if key not in CLASS_KEYS]
+        if unknown or not self.keys:
             raise ValueError(
-                f"class_key must be product_type, product_code or type_colour, got {self.class_key!r}"
+                f"class_keys must be a comma-separated list of {', '.join(CLASS_KEYS)}, "
+                f"got {self.class_keys!r}"
             )
 
 

@@ -98,17 +98,25 @@ def embed(model: Any, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 class ImageEncoder(tf.Module):  # loaded by `similarity.encoder` without TensorFlow Similarity
-    """uint8 images → unit embeddings; the saved form (no TensorFlow Similarity needed to load it)."""
+    """uint8 images → the models' unit embeddings concatenated with weights √w (`similarity.mixing`);
+    the saved form (no TensorFlow Similarity needed to load it)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, models: list[Any], weights: list[float]) -> None:
         super().__init__()
-        self.model = model
+        kept = [(m, float(np.sqrt(w))) for m, w in zip(models, weights, strict=True) if w > 0]
+        self.models = [m for m, _ in kept]
+        self.scales = [s for _, s in kept]
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def __call__(self, images: Any) -> Any:
-        return tf.math.l2_normalize(self.model(tf.cast(images, tf.float32), training=False), axis=1)
+        x = tf.cast(images, tf.float32)
+        parts = [
+            scale * tf.math.l2_normalize(model(x, training=False), axis=1)
+            for model, scale in zip(self.models, self.scales, strict=True)
+        ]
+        return tf.concat(parts, axis=1)
 
 
-def export(model: Any, folder: str | Path) -> str:
-    tf.saved_model.save(ImageEncoder(model), str(folder))
+def export(models: list[Any], weights: list[float], folder: str | Path) -> str:
+    tf.saved_model.save(ImageEncoder(models, weights), str(folder))
     return str(folder)

@@ -1,10 +1,12 @@
 """Tasks `train_image_similarity` and `index_images` of the bundle job.
 
 train_image_similarity: `article_images` (a pinned Delta version) + article metadata → pixels; products
-split into train and holdout by a stable hash; (optional) Hyperopt SparkTrials over embedding size,
-learning rate and classes per batch, each trial a nested MLflow run scored by holdout neighbour
-precision; the final model trains on `workers` Spark barrier tasks (MultiWorkerMirroredStrategy) and is
-saved as a SavedModel (`artifacts_dir/similarity/model`), logged to MLflow with the table version.
+split into train, validation and holdout by stable hashes; one model per class key (by default product
+type, and type×colour), their embeddings mixed with weights chosen on validation products
+(`similarity.mixing`); (optional) Hyperopt SparkTrials over embedding size, learning rate and classes per
+batch, each trial a nested MLflow run scored on validation products; the final models train on `workers`
+Spark barrier tasks (MultiWorkerMirroredStrategy) and are saved as one encoder SavedModel
+(`artifacts_dir/similarity/model`), logged to MLflow with the table version and scored on the holdout.
 
 index_images: embeds only images whose content or model changed since the last run (Delta table
 `image_embeddings`, keyed by article and content hash), then writes every article's top-k visual
@@ -33,6 +35,7 @@ from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
 from fashionrec.similarity.images import DISPLAY_SIZE, decode, raw_pixel_vectors
+from fashionrec.similarity.mixing import choose_weights, combine
 from fashionrec.similarity.neighbours import (
     nearest,
     neighbour_grid,
@@ -109,14 +112,17 @@ def _hp(params: ImageSimilarityParams) -> Any:
 
 def train_and_score(
     pixels: np.ndarray,
-    labels: np.ndarray,
+    label_sets: dict[str, np.ndarray],
+    validation_pixels: np.ndarray,
+    validation: pd.DataFrame,
     holdout_pixels: np.ndarray,
     holdout: pd.DataFrame,
     hp: Any,
     worker: WorkerContext = SINGLE,
     output_dir: str | None = None,
 ) -> dict[str, Any]:
-    """One worker's training (data-parallel when `worker.workers` > 1); holdout precision; chief exports."""
+    """One worker's training of one model per class key (data-parallel when `worker.workers` > 1); mixing
+    weights chosen on validation products; holdout precision of the mix and of each model; chief exports."""
     from fashionrec.training.tf_env import import_tensorflow
 
     tf = import_tensorflow()
@@ -124,19 +130,38 @@ def train_and_score(
     from fashionrec.similarity import model as image_model
 
     started = time.perf_counter()
-    model, losses = image_model.train(
-        pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
-    )
+    models, losses = [], {}
+    for key, labels in label_sets.items():
+        model, losses[key] = image_model.train(
+            pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
+        )
+        models.append(model)
     seconds = time.perf_counter() - started
-    metrics = (
-        neighbour_precision(image_model.embed(model, holdout_pixels), holdout)
-        if len(holdout) > PRECISION_K
-        else {}
-    )
+    weights: tuple[float, ...] = tuple(1 / len(models) for _ in models)
+    validation_score = float("nan")
+    if len(validation) > PRECISION_K:
+        weights, validation_score = choose_weights(
+            [image_model.embed(m, validation_pixels) for m in models],
+            lambda vectors: _objective(neighbour_precision(vectors, validation)),
+        )
+    per_model: dict[str, dict[str, float]] = {}
+    metrics: dict[str, float] = {}
+    if len(holdout) > PRECISION_K:
+        held = [image_model.embed(m, holdout_pixels) for m in models]
+        metrics = neighbour_precision(combine(held, weights), holdout)
+        per_model = {key: neighbour_precision(e, holdout) for key, e in zip(label_sets, held, strict=True)}
     if output_dir and worker.is_chief:
-        image_model.export(model, output_dir)
-    images = hp.epochs * hp.steps_per_epoch * hp.classes_per_batch * hp.examples_per_class
-    return {"losses": losses, "metrics": metrics, "images_per_second": images / seconds, "seconds": seconds}
+        image_model.export(models, list(weights), output_dir)
+    images = len(models) * hp.epochs * hp.steps_per_epoch * hp.classes_per_batch * hp.examples_per_class
+    return {
+        "losses": losses,
+        "weights": dict(zip(label_sets, weights, strict=True)),
+        "validation_score": validation_score,
+        "metrics": metrics,
+        "per_model": per_model,
+        "images_per_second": images / seconds,
+        "seconds": seconds,
+    }
 
 
 def _objective(metrics: dict[str, float]) -> float:
@@ -154,12 +179,14 @@ def run_train_image_similarity(
     frame = catalogue_images(spark, params, version)
     pixels = decode(frame["content"].tolist())
     held = holdout_mask(frame["product_code"], params.holdout_share, params.seed)
-    train_frame, holdout = frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
-    labels = class_labels(train_frame, params.class_key)
-    train_pixels, holdout_pixels = pixels[~held], pixels[held]
-    baseline = {
-        "raw_pixels": neighbour_precision(raw_pixel_vectors(holdout_pixels), holdout),
-    }
+    # Validation products come from the non-holdout ones (a second, independent hash).
+    validating = ~held & holdout_mask(frame["product_code"], params.validation_share, params.seed + 1)
+    training = ~held & ~validating
+    train_frame = frame[training].reset_index(drop=True)
+    validation, holdout = frame[validating].reset_index(drop=True), frame[held].reset_index(drop=True)
+    label_sets = {key: class_labels(train_frame, key) for key in params.keys}
+    split = (pixels[training], label_sets, pixels[validating], validation, pixels[held], holdout)
+    baseline = {"raw_pixels": neighbour_precision(raw_pixel_vectors(pixels[held]), holdout)}
     base_hp = _hp(params)
     final_dir = Path(params.artifacts_dir) / MODEL_DIR
     staging = final_dir.with_name(f"model.tmp-{uuid.uuid4().hex[:8]}")
@@ -170,8 +197,10 @@ def run_train_image_similarity(
         mlflow.log_params(
             {
                 "version.article_images": version,
-                "class_key": params.class_key,
+                "class_keys": ",".join(params.keys),
                 "images": len(frame),
+                "training_images": int(training.sum()),
+                "validation_images": len(validation),
                 "holdout_images": len(holdout),
                 "workers": params.workers,
             }
@@ -189,10 +218,10 @@ def run_train_image_similarity(
                 )
                 with start_trial_run(tracking, "trial"):
                     mlflow.log_params(asdict(trial_hp))
-                    result = train_and_score(train_pixels, labels, holdout_pixels, holdout, trial_hp)
-                    mlflow.log_metrics({metric_name("holdout", k): v for k, v in result["metrics"].items()})
+                    result = train_and_score(*split, trial_hp)
+                    mlflow.log_metric("validation.objective", result["validation_score"])
                 return {
-                    "loss": -_objective(result["metrics"]),
+                    "loss": -result["validation_score"],
                     "status": STATUS_OK,
                     "params": asdict(trial_hp),
                 }
@@ -213,38 +242,54 @@ def run_train_image_similarity(
         mlflow.log_params({f"hp.{k}": v for k, v in asdict(hp).items()})
         results = run_on_barrier(
             spark,
-            lambda worker: train_and_score(
-                train_pixels, labels, holdout_pixels, holdout, hp, worker, str(staging.resolve())
-            ),
+            lambda worker: train_and_score(*split, hp, worker, str(staging.resolve())),
             params.workers,
         )
         chief = results[0]
         (staging / "model.json").write_text(
             json.dumps(
-                {"hyperparams": asdict(hp), "class_key": params.class_key, "article_images_version": version}
+                {
+                    "hyperparams": asdict(hp),
+                    "class_keys": list(params.keys),
+                    "weights": chief["weights"],
+                    "article_images_version": version,
+                }
             )
         )
         if final_dir.exists():
             shutil.rmtree(final_dir)
         staging.rename(final_dir)
+        mlflow.log_params({f"weight.{key}": w for key, w in chief["weights"].items()})
+        mlflow.log_metric("validation.objective", chief["validation_score"])
         mlflow.log_metrics({metric_name("holdout", k): v for k, v in chief["metrics"].items()})
+        for key, values in chief["per_model"].items():
+            mlflow.log_metrics({metric_name(f"holdout.{key}_only", k): v for k, v in values.items()})
         mlflow.log_metrics({metric_name("raw_pixels", k): v for k, v in baseline["raw_pixels"].items()})
-        for epoch, loss in enumerate(chief["losses"]):
-            mlflow.log_metric("loss", loss, step=epoch)
+        for key, losses in chief["losses"].items():
+            for epoch, loss in enumerate(losses):
+                mlflow.log_metric(f"loss.{key}", loss, step=epoch)
         mlflow.log_artifacts(str(final_dir), artifact_path="image_model")
         run_id = run.info.run_id
     return {
         "images": len(frame),
+        "training_images": int(training.sum()),
+        "validation_images": len(validation),
         "holdout_images": len(holdout),
-        "class_key": params.class_key,
-        "classes": int(labels.max() + 1),
+        "class_keys": list(params.keys),
+        "classes": {key: int(labels.max() + 1) for key, labels in label_sets.items()},
+        "mixing_weights": chief["weights"],
         "hyperparams": asdict(hp),
         "tuning_trials": [
-            {"holdout_precision": -t.get("loss", float("nan")), **t.get("params", {})} for t in trials
+            {"validation_objective": -t.get("loss", float("nan")), **t.get("params", {})} for t in trials
         ],
-        "loss_per_epoch": [round(x, 4) for x in chief["losses"]],
+        "loss_per_epoch": {key: [round(x, 4) for x in v] for key, v in chief["losses"].items()},
         "holdout_precision": [
             {"method": "learned (TF Similarity)", **chief["metrics"]},
+            *(
+                {"method": f"learned, {key} classes only", **values}
+                for key, values in chief["per_model"].items()
+                if len(chief["per_model"]) > 1
+            ),
             {"method": "raw pixels 24x24", **baseline["raw_pixels"]},
         ],
         "training_images_per_second": round(sum(r["images_per_second"] for r in results), 1),
