@@ -15,7 +15,7 @@ from fashionrec.ranking.candidates import repurchase, same_product, union_candid
 from fashionrec.ranking.features import ranking_features
 from fashionrec.ranking.filters import FilterRules, apply_filters, customer_region, filter_counts
 from fashionrec.ranking.model import BoosterParams, Ranker, fit
-from fashionrec.ranking.rank import rank_frame, rank_in_spark
+from fashionrec.ranking.rank import rank_frame
 
 WEEK = week_of(date(2020, 9, 16))
 D = first_day(WEEK)  # the target week's first day; purchases before it count
@@ -281,23 +281,6 @@ def test_saved_ranker_scores_like_the_trained_one_and_learns_the_signal(tmp_path
     assert np.corrcoef(scores, frame["f1"])[0, 1] > 0.5
     assert xgb.Booster(model_file=str(tmp_path / "ranker" / "model.json")).num_boosted_rounds() >= 1
     assert ranker.importance()["f1"] > ranker.importance()["f2"]
-
-
-def test_spark_ranking_equals_the_driver_ranking_across_arrow_batches(spark, tmp_path):
-    ranker, frame = _real_ranker(tmp_path)
-    expected = rank_frame(frame, ranker, k=12, max_per_type=3).set_index("customer_id")
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")  # customers straddle batches
-    try:
-        rows = rank_in_spark(
-            spark.createDataFrame(frame.drop(columns=["label", "qid"])), str(tmp_path / "ranker"), 12, 3, 3
-        ).collect()
-    finally:
-        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
-    got = {r["customer_id"]: r for r in rows}
-    assert set(got) == set(expected.index)
-    for customer, row in got.items():
-        assert row["article_ids"] == expected.loc[customer, "article_ids"]
-        assert row["scores"] == pytest.approx(expected.loc[customer, "scores"], rel=1e-6)
 
 
 def test_xgboost_spark_trains_a_ranker_that_learns_the_signal(spark, tmp_path):

@@ -49,8 +49,69 @@ def test_online_answers_equal_the_recommendations_table(spark, job_run, recommen
         assert answer.sources == list(row["sources"]), answer.customer_id
 
 
+def test_batch_lists_equal_the_spark_ranking_pipeline(spark, job_run):
+    """Batch scoring runs the online recommender; the ranker was trained and evaluated on the Spark
+    pipeline (`ranking.pipeline`). For the week and table versions of `scoring_state`, both give the
+    same top-k."""
+    from fashionrec.config import Tables
+    from fashionrec.features.article import article_features
+    from fashionrec.features.customer import customer_features
+    from fashionrec.lake.tables import read_table
+    from fashionrec.ranking.candidates import CandidateCounts
+    from fashionrec.ranking.filters import FilterRules
+    from fashionrec.ranking.model import Ranker
+    from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
+    from fashionrec.ranking.rank import rank_frame
+    from fashionrec.ranking.task import CONFIG_FILE, RANKER_DIR
+
+    tables, artifacts = TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts"
+    state = read_table(spark, tables, Tables.SCORING_STATE).first()
+    rows = read_table(spark, tables, Tables.RECOMMENDATIONS).where("NOT fallback").collect()
+    table = {r["customer_id"]: r for r in rows}
+    picked = sorted(table)[:30]
+    targets = spark.createDataFrame([(c,) for c in picked], "customer_id string")
+    personal = read_table(spark, tables, Tables.TRANSACTIONS, version=state["transactions_version"]).join(
+        targets, "customer_id", "left_semi"
+    )
+    global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=state["global_version"])
+    customers = read_table(spark, tables, Tables.CUSTOMERS, version=state["customers_version"])
+    articles = read_table(spark, tables, Tables.ARTICLES)
+    week = state["week"]
+    inputs = WeekInputs(
+        week=week,
+        personal_tx=personal,
+        global_tx=global_tx,
+        customers=customers,
+        articles=articles,
+        customer_features=customer_features(
+            personal, customers.join(targets, "customer_id", "left_semi"), articles, [week]
+        ),
+        article_features=article_features(global_tx, customers, articles, [week]),
+        availability=read_table(spark, tables, Tables.ARTICLE_AVAILABILITY),
+        similar=read_table(spark, tables, Tables.SIMILAR_ARTICLES),
+    )
+    config = json.loads((artifacts / CONFIG_FILE).read_text())
+    candidates = build_candidates(
+        inputs, targets, CandidateCounts(**config["candidates"]), str(artifacts), 2
+    ).persist()
+    try:
+        features, _ = filtered_features(inputs, candidates, FilterRules(**config["rules"]))
+        frame = features.toPandas()
+    finally:
+        candidates.unpersist()
+    ranked = rank_frame(
+        frame, Ranker.load(artifacts / RANKER_DIR), int(config["k"]), int(config["max_per_type"])
+    )
+    assert sorted(ranked["customer_id"]) == picked
+    for customer, ids, scores, sources in ranked.itertuples(index=False):
+        row = table[customer]
+        assert ids == list(row["article_ids"]), customer
+        assert scores == pytest.approx(list(row["scores"]), rel=1e-4, abs=1e-5)
+        assert sources == list(row["sources"]), customer
+
+
 def test_exclude_k_unknown_customers_and_similar_items(recommender):
-    customer = next(iter(recommender.purchases))
+    customer = next(iter(recommender.history_rows))
     first = recommender.recommend([customer], k=12)[0]
     shorter = recommender.recommend([customer], k=5, exclude={first.article_ids[0]})[0]
     assert len(shorter.article_ids) <= 5 and first.article_ids[0] not in shorter.article_ids

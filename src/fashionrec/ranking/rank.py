@@ -1,21 +1,18 @@
 """Score candidates with the ranker, apply the diversity pass and cut the top-k: one function used on
-the driver (validation, evaluation), inside Spark tasks (batch scoring) and by the serving endpoint, so
-all three agree.
+the driver (validation, evaluation) and by the online recommender (batch scoring's Spark tasks and the
+serving endpoint), so all of them agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
 
 from fashionrec.ranking.model import Ranker
 
 RESULT_COLUMNS = ["customer_id", "article_ids", "scores", "sources"]
-RESULT_SCHEMA = "customer_id string, article_ids array<string>, scores array<double>, sources array<string>"
 
 
 def rank_frame(frame: pd.DataFrame, ranker: Ranker, k: int, max_per_type: int) -> pd.DataFrame:
@@ -88,30 +85,3 @@ def _position_in_runs(keys: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     lengths = np.diff(np.concatenate((starts, [len(keys)])))
     return np.arange(len(keys)) - np.repeat(starts, lengths)
-
-
-def rank_in_spark(
-    features: DataFrame, ranker_dir: str, k: int, max_per_type: int, partitions: int
-) -> DataFrame:
-    """`rank_frame` over a Spark DataFrame: rows of one customer meet in one task (hash partitioned and
-    sorted); the ranker loads once per task, and a customer split across two Arrow batches is carried over."""
-    folder = str(Path(ranker_dir).resolve())
-
-    def rank(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ranker = Ranker.load(folder)
-        carry = None
-        for batch in batches:
-            if carry is not None:
-                batch = pd.concat([carry, batch], ignore_index=True)
-            if batch.empty:
-                continue
-            last = batch["customer_id"].iloc[-1]
-            done = batch["customer_id"] != last
-            carry = batch[~done]
-            if done.any():
-                yield rank_frame(batch[done], ranker, k, max_per_type)
-        if carry is not None and not carry.empty:
-            yield rank_frame(carry, ranker, k, max_per_type)
-
-    ordered = features.repartition(partitions, "customer_id").sortWithinPartitions("customer_id")
-    return ordered.mapInPandas(rank, RESULT_SCHEMA)

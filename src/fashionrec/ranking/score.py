@@ -9,35 +9,36 @@ MERGEs them in; so its table equals a full run against the same snapshot, and a 
 commits nothing. New models, a new target week or `--full` trigger a full run.
 
 Customers without purchases before the week get their age band's best sellers, flagged `fallback`.
-Work is spread with `mapInPandas`: each Spark task loads the towers, the index and the ranker once.
+Work is spread with `mapInPandas`: the driver writes the global half of a serving snapshot (article
+features, popularity lists, visual neighbours: `serving.snapshot`), and each Python worker loads it with
+the towers, the index and the ranker once, then runs the online recommender on Arrow batches of customers
+with their purchases and features (so batch and online answers come from the same code).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import ScoringParams, Tables
-from fashionrec.features.article import article_features
-from fashionrec.features.customer import customer_features
-from fashionrec.features.weeks import first_day, week_col, week_of
+from fashionrec.features.weeks import first_day, week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_changes, read_table
-from fashionrec.ranking import candidates as sources
-from fashionrec.ranking.candidates import CandidateCounts
-from fashionrec.ranking.filters import FilterRules, apply_filters
-from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
-from fashionrec.ranking.rank import rank_in_spark
 from fashionrec.ranking.task import CONFIG_FILE, RANKER_DIR
 from fashionrec.retrieval.task import INDEX_FILE, TOWERS
+from fashionrec.serving.snapshot import build_snapshot, customer_rows, purchase_rows
 
+SNAPSHOT_ROOT = Path("scoring")  # under artifacts_dir: the global half of each run's snapshot
 STATE_SCHEMA = (
     "transactions_version long, customers_version long, global_version long, week int, "
     "model_version string, generated_at timestamp"
@@ -95,55 +96,66 @@ def _changed_customers(
     return out.distinct()
 
 
-def _fallback_lists(inputs: WeekInputs, targets: DataFrame, rules: FilterRules, k: int) -> DataFrame:
-    """Age-band best sellers (after the same filters) for customers without history."""
-    rows = sources.age_band_popular(inputs.global_tx, inputs.customers, targets, inputs.week, 4 * k)
-    candidates = rows.select("customer_id", "article_id", F.col("source_rank"), F.col("source_score"))
-    filtered, _ = apply_filters(
-        candidates, inputs.personal_tx, inputs.customers, inputs.availability, inputs.week, rules
-    )
-    ranked = (
-        filtered.where("keep")
-        .withColumn("_r", F.row_number().over(Window.partitionBy("customer_id").orderBy("source_rank")))
-        .where(F.col("_r") <= k)
-    )
-    return (
-        ranked.groupBy("customer_id")
-        .agg(F.sort_array(F.collect_list(F.struct("source_rank", "article_id", "source_score"))).alias("_l"))
-        .select(
-            "customer_id",
-            F.col("_l.article_id").alias("article_ids"),
-            F.transform("_l.source_score", lambda s: s.cast("double")).alias("scores"),
-            F.transform("_l.article_id", lambda _: F.lit("age_band_fallback")).alias("sources"),
-        )
-    )
+RESULT_SCHEMA = (
+    "customer_id string, article_ids array<string>, scores array<double>, sources array<string>, "
+    "fallback boolean"
+)
+_LOADED: dict[str, Any] = {}  # snapshot folder → recommender, per Python worker (workers are reused)
+
+
+def _recommender(snapshot_dir: str, artifacts_dir: str) -> Any:
+    """The recommender of this snapshot, loaded once per Python worker process: Spark reuses its
+    workers across tasks, and each run writes its snapshot to a new folder, so the key is the folder."""
+    from fashionrec.serving.online import OnlineRecommender
+
+    if snapshot_dir not in _LOADED:
+        _LOADED.clear()
+        _LOADED[snapshot_dir] = OnlineRecommender(snapshot_dir, artifacts_dir, customers=False)
+    return _LOADED[snapshot_dir]
 
 
 def score_customers(
-    spark: SparkSession,
-    artifacts_dir: str,
-    inputs: WeekInputs,
-    targets: DataFrame,
-    partitions: int,
-) -> tuple[DataFrame, DataFrame]:
-    """(customer_id, article_ids, scores, sources, fallback) for `targets` as of `inputs.week`, and the
-    persisted candidates behind them (the caller unpersists them once the result is written)."""
-    config = json.loads((Path(artifacts_dir) / CONFIG_FILE).read_text())
-    rules = FilterRules(**config["rules"])
-    counts = CandidateCounts(**config["candidates"])
-    k, max_per_type = int(config["k"]), int(config["max_per_type"])
-    with_history = (
-        inputs.personal_tx.where(week_col(F.col("t_dat")) < inputs.week).select("customer_id").distinct()
+    snapshot_dir: str, artifacts_dir: str, customers: DataFrame, purchases: DataFrame, partitions: int
+) -> DataFrame:
+    """(customer_id, article_ids, scores, sources, fallback) for each row of `customers` (the snapshot's
+    customer rows: `serving.snapshot.customer_rows`), from their `purchases` before the week
+    (`purchase_rows`) and the snapshot's global half in `snapshot_dir`.
+
+    Each Spark task runs the online recommender (the serving path, tested equal to the Spark pipeline of
+    `ranking/`) on Arrow batches of customers: batched query tower, FAISS search and XGBoost, and no
+    shuffle of candidate rows. Customers without purchases get the age band's best sellers (fallback).
+    """
+    snapshot, artifacts = str(Path(snapshot_dir).resolve()), str(Path(artifacts_dir).resolve())
+    histories = purchases.groupBy("customer_id").agg(
+        F.collect_list("article_id").alias("history_articles"), F.collect_list("day").alias("history_days")
     )
-    warm = targets.join(with_history, "customer_id", "left_semi")
-    cold = targets.join(with_history, "customer_id", "left_anti")
-    candidates = build_candidates(inputs, warm, counts, artifacts_dir, partitions).persist()
-    features, _ = filtered_features(inputs, candidates, rules)
-    ranked = rank_in_spark(features, str(Path(artifacts_dir) / RANKER_DIR), k, max_per_type, partitions)
-    out = ranked.withColumn("fallback", F.lit(False)).unionByName(
-        _fallback_lists(inputs, cold, rules, k).withColumn("fallback", F.lit(True))
-    )
-    return out, candidates
+    rows = customers.join(histories, "customer_id", "left").repartition(partitions, "customer_id")
+
+    def recommend(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            recommender = _recommender(snapshot, artifacts)
+            histories = {
+                customer: list(zip(articles.tolist(), days.tolist(), strict=True))
+                for customer, articles, days in zip(
+                    batch["customer_id"], batch["history_articles"], batch["history_days"], strict=True
+                )
+                if articles is not None and len(articles)
+            }
+            recommender.use_customers(batch.drop(columns=["history_articles", "history_days"]), histories)
+            answers = recommender.recommend(batch["customer_id"].tolist())
+            yield pd.DataFrame(
+                {
+                    "customer_id": [a.customer_id for a in answers],
+                    "article_ids": [a.article_ids for a in answers],
+                    "scores": [a.scores for a in answers],
+                    "sources": [a.sources for a in answers],
+                    "fallback": [a.fallback for a in answers],
+                }
+            )
+
+    return rows.mapInPandas(recommend, RESULT_SCHEMA)
 
 
 def sample_recommendations(
@@ -236,26 +248,27 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         figures["seconds"] = round(time.perf_counter() - started, 1)
         return figures
 
+    generated_at = datetime.now(UTC).replace(tzinfo=None)
+    snapshot_root = Path(params.artifacts_dir) / SNAPSHOT_ROOT
+    snapshot = snapshot_root / f"snapshot-{uuid.uuid4().hex[:12]}"  # new folder: no stale worker cache
+    snapshot_state = {
+        "week": week,
+        "transactions_version": tx_version,
+        "customers_version": customers_version,
+        "global_version": global_version,
+        "model_version": version,
+    }
+    build_snapshot(spark, tables, params.artifacts_dir, snapshot, snapshot_state, customers=False)
     articles = read_table(spark, tables, Tables.ARTICLES)
     personal_tx = tx.join(targets, "customer_id", "left_semi")
-    has_availability = current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None
-    has_similar = current_version(spark, tables, Tables.SIMILAR_ARTICLES) is not None
-    inputs = WeekInputs(
-        week=week,
-        personal_tx=personal_tx,
-        global_tx=global_tx,
-        customers=customers,
-        articles=articles,
-        customer_features=customer_features(
-            personal_tx, customers.join(targets, "customer_id", "left_semi"), articles, [week]
-        ),
-        article_features=article_features(global_tx, customers, articles, [week]),
-        availability=read_table(spark, tables, Tables.ARTICLE_AVAILABILITY) if has_availability else None,
-        similar=read_table(spark, tables, Tables.SIMILAR_ARTICLES) if has_similar else None,
-    )
     partitions = params.partitions or spark.sparkContext.defaultParallelism
-    scored, candidates = score_customers(spark, params.artifacts_dir, inputs, targets, partitions)
-    generated_at = datetime.now(UTC).replace(tzinfo=None)
+    scored = score_customers(
+        str(snapshot),
+        params.artifacts_dir,
+        customer_rows(personal_tx, customers.join(targets, "customer_id", "left_semi"), articles, week),
+        purchase_rows(personal_tx, week),
+        partitions,
+    )
     rows = scored.select(
         "customer_id",
         "article_ids",
@@ -270,6 +283,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         if reason:
             out_version = overwrite_table(rows, tables, Tables.RECOMMENDATIONS)
         else:
+            rows = rows.persist()  # MERGE reads its source twice: score each customer once
             (
                 delta_table(spark, tables, Tables.RECOMMENDATIONS)
                 .alias("t")
@@ -280,8 +294,10 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
             )
             out_version = current_version(spark, tables, Tables.RECOMMENDATIONS)
     finally:
-        candidates.unpersist()
+        rows.unpersist()
         targets.unpersist()
+        for old in snapshot_root.glob("snapshot-*"):  # this run's and any a failed run left behind
+            shutil.rmtree(old, ignore_errors=True)
     state_row = spark.createDataFrame(
         [(tx_version, customers_version, global_version, week, version, generated_at)], STATE_SCHEMA
     )

@@ -117,7 +117,10 @@ def _top(frame: pd.DataFrame, by: str, n: int) -> pd.DataFrame:
 class OnlineRecommender:
     """Loads the towers, the index, the ranker and the snapshot once; `recommend` does no disk I/O."""
 
-    def __init__(self, snapshot_dir: str | Path, artifacts_dir: str | Path) -> None:
+    def __init__(self, snapshot_dir: str | Path, artifacts_dir: str | Path, customers: bool = True) -> None:
+        """Load the global half of the snapshot (articles, lists, neighbours) and the models; with
+        `customers`, also its personal half (every customer's purchases and features: online serving).
+        Batch scoring passes `customers=False` and hands each batch's customers to `use_customers`."""
         from fashionrec.retrieval.index import ArticleIndex
         from fashionrec.retrieval.task import load_towers
 
@@ -129,9 +132,6 @@ class OnlineRecommender:
         self.counts = pipeline["candidates"]
         self.k, self.max_per_type = int(pipeline["k"]), int(pipeline["max_per_type"])
         self.first_day = self.week * 7
-        purchases = pd.read_parquet(folder / "purchases.parquet")
-        self.purchases = {c: g.drop(columns="customer_id") for c, g in purchases.groupby("customer_id")}
-        self.customers = pd.read_parquet(folder / "customers.parquet").set_index("customer_id")
         self.articles = pd.read_parquet(folder / "articles.parquet").set_index("article_id")
         tops = pd.read_parquet(folder / "tops.parquet")
         trending = tops[tops["list"] == "trending"].sort_values("source_rank")
@@ -151,11 +151,26 @@ class OnlineRecommender:
         self.ranker = Ranker.load(artifacts / RANKER_DIR).single_threaded()
         self.month_sin, self.month_cos = month_angle(self.week)
         self.timer = StageTimer()
+        if customers:
+            self.use_customers(
+                pd.read_parquet(folder / "customers.parquet"),
+                purchase_histories(pd.read_parquet(folder / "purchases.parquet")),
+            )
+        else:
+            columns = ["customer_id", "age", "band", "region", *CUSTOMER_COLUMNS]
+            self.use_customers(pd.DataFrame(columns=columns), {})
+
+    def use_customers(self, customers: pd.DataFrame, histories: dict[str, list[tuple[str, int]]]) -> None:
+        """The personal half: customers' snapshot rows (`customer_id` and the snapshot's customer
+        columns) and their purchases before the week as (article_id, day number) lists."""
+        self.customers = customers.set_index("customer_id")
+        self.history_rows = histories
+        self._customer_lookups()
         # A query embedding depends only on the snapshot (history, age, the week's month): computed once
         # here in batches, it spares each request a TensorFlow call (~2 ms of a ~7 ms answer).
-        warm = sorted(self.history_rows)
+        warm = sorted(histories)
         self.query_row = {c: i for i, c in enumerate(warm)}
-        self.query_matrix = self._embed(warm)
+        self.query_matrix = self._embed(warm) if warm else np.zeros((0, 0), np.float32)
 
     # --- candidates -------------------------------------------------------------------------------
     def _embed(self, customer_ids: list[str]) -> np.ndarray:
@@ -251,17 +266,16 @@ class OnlineRecommender:
             band: list(zip(rows["article_id"], rows["source_rank"], rows["source_score"], strict=True))
             for band, rows in self.bands.items()
         }
-        self._matrices()
-        self._filter_lookups()
-        self.history_rows = {
-            c: list(zip(g["article_id"].tolist(), g["day"].tolist(), strict=True))
-            for c, g in self.purchases.items()
-        }
+        self.article_row = {a: i for i, a in enumerate(articles.index)}
+        self.article_matrix = articles[list(ARTICLE_COLUMNS)].to_numpy(dtype=np.float64)
+        self._article_rules()
 
-    def _filter_lookups(self) -> None:
-        """Stock, region and age rules as sets and dictionaries (the Spark filters' semantics: a
-        missing value never removes a candidate)."""
-        customers, articles = self.customers, self.articles
+    def _customer_lookups(self) -> None:
+        """Per-customer rows and the filters' customer side (a missing value never removes a
+        candidate, as in the Spark filters)."""
+        customers = self.customers
+        self.customer_row = {c: i for i, c in enumerate(customers.index)}
+        self.customer_matrix = customers[list(CUSTOMER_COLUMNS)].to_numpy(dtype=np.float64)
         self.query_age = {
             c: None if pd.isna(age) else float(age)
             for c, age in zip(customers.index, customers["age"], strict=True)
@@ -271,6 +285,11 @@ class OnlineRecommender:
         self.customer_region = {
             c: r for c, r in zip(customers.index, customers["region"], strict=True) if isinstance(r, str)
         }
+
+    def _article_rules(self) -> None:
+        """Stock, region and age rules as sets and dictionaries (a missing value never removes a
+        candidate, as in the Spark filters)."""
+        articles = self.articles
         self.out_of_stock: set[str] = set()
         self.allowed_regions: dict[str, set[str]] = {}
         self.min_age: dict[str, float] = {}
@@ -286,12 +305,6 @@ class OnlineRecommender:
         self.min_age = {
             a: float(m) for a, m in zip(articles.index, articles["min_age"], strict=True) if pd.notna(m)
         }
-
-    def _matrices(self) -> None:
-        self.customer_row = {c: i for i, c in enumerate(self.customers.index)}
-        self.customer_matrix = self.customers[list(CUSTOMER_COLUMNS)].to_numpy(dtype=np.float64)
-        self.article_row = {a: i for i, a in enumerate(self.articles.index)}
-        self.article_matrix = self.articles[list(ARTICLE_COLUMNS)].to_numpy(dtype=np.float64)
 
     def _recent(self, customer: str, weeks: int) -> list[tuple[str, int]]:
         start = self.week - weeks
@@ -467,7 +480,7 @@ class OnlineRecommender:
 
     # --- the answer -------------------------------------------------------------------------------
     def is_warm(self, customer_id: str) -> bool:
-        return customer_id in self.purchases
+        return customer_id in self.history_rows
 
     def fallback(self, customer_id: str, k: int, exclude: set[str]) -> Recommendation:
         """Age-band best sellers (global ones for unknown customers), after the same filters."""
@@ -526,6 +539,14 @@ class OnlineRecommender:
         rows = self.similar[self.similar["article_id"] == article_id]
         rows = rows.sort_values(["similarity", "neighbour_id"], ascending=[False, True]).head(k)
         return list(zip(rows["neighbour_id"], rows["similarity"].astype(float), strict=True))
+
+
+def purchase_histories(purchases: pd.DataFrame) -> dict[str, list[tuple[str, int]]]:
+    """(customer_id, article_id, day) rows → each customer's (article_id, day) list, in row order."""
+    return {
+        c: list(zip(g["article_id"].tolist(), g["day"].tolist(), strict=True))
+        for c, g in purchases.groupby("customer_id", sort=False)
+    }
 
 
 def day_number(day: Any) -> int:

@@ -60,46 +60,41 @@ def scoring_snapshot(spark: SparkSession, tables: TableLocator) -> dict[str, Any
     return row.asDict()
 
 
-def build_snapshot(
-    spark: SparkSession, tables: TableLocator, artifacts_dir: str | Path, out: str | Path
-) -> dict[str, Any]:
-    """Write the snapshot folder `out` atomically (a staging folder renamed at the end)."""
-    state = scoring_snapshot(spark, tables)
-    week = int(state["week"])
-    config = json.loads((Path(artifacts_dir) / CONFIG_FILE).read_text())
-    k, counts = int(config["k"]), config["candidates"]
-    personal = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["transactions_version"]))
-    global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["global_version"]))
-    customers = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))
-    articles = read_table(spark, tables, Tables.ARTICLES)
-
-    out = Path(out)
-    staging = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    rows: dict[str, int] = {}
-    rows["purchases"] = _write(
-        personal.where(week_col(F.col("t_dat")) < week).select(
-            "customer_id", "article_id", _day_number("t_dat")
-        ),
-        staging,
-        "purchases",
+def purchase_rows(personal_tx: DataFrame, week: int) -> DataFrame:
+    """(customer_id, article_id, day) of every purchase before the week: the customers' histories."""
+    return personal_tx.where(week_col(F.col("t_dat")) < week).select(
+        "customer_id", "article_id", _day_number("t_dat")
     )
-    features = customer_features(personal, customers, articles, [week]).select(
+
+
+def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFrame, week: int) -> DataFrame:
+    """Age, age band, region and the ranker's customer features of `customers` as of the week."""
+    features = customer_features(personal_tx, customers, articles, [week]).select(
         "customer_id",
         *[c for c in CUSTOMER_FEATURES if c not in ("age", "customer_mean_price")],
         F.col("age").cast("double").alias("feature_age"),
         F.col("mean_price").alias("customer_mean_price"),
     )
-    rows["customers"] = _write(
-        customers.select(
-            "customer_id",
-            F.col("age").cast("double").alias("age"),
-            F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"),
-            customer_region(F.col("postal_code")).alias("region"),
-        ).join(features, "customer_id", "left"),
-        staging,
-        "customers",
-    )
+    return customers.select(
+        "customer_id",
+        F.col("age").cast("double").alias("age"),
+        F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"),
+        customer_region(F.col("postal_code")).alias("region"),
+    ).join(features, "customer_id", "left")
+
+
+def write_global_part(
+    spark: SparkSession, tables: TableLocator, artifacts_dir: str | Path, folder: Path, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The snapshot's global half (articles, lists, neighbours, meta.json) for `state`'s week and
+    versions, into an existing `folder`; returns the meta."""
+    week = int(state["week"])
+    config = json.loads((Path(artifacts_dir) / CONFIG_FILE).read_text())
+    k, counts = int(config["k"]), config["candidates"]
+    global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["global_version"]))
+    customers = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))
+    articles = read_table(spark, tables, Tables.ARTICLES)
+    rows: dict[str, int] = {}
     item_features = article_features(global_tx, customers, articles, [week]).select(
         "article_id",
         *[c for c in ARTICLE_FEATURES if c != "article_mean_price"],
@@ -122,7 +117,8 @@ def build_snapshot(
         .join(sold.withColumn("has_sold", F.lit(True)), "article_id", "left")
         .fillna(False, ["has_sold"])
     )
-    if current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None:
+    has_availability = current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None
+    if has_availability:
         catalogue = catalogue.join(
             read_table(spark, tables, Tables.ARTICLE_AVAILABILITY).select(
                 "article_id", "in_stock", "regions", "min_age"
@@ -130,7 +126,7 @@ def build_snapshot(
             "article_id",
             "left",
         )
-    rows["articles"] = _write(catalogue, staging, "articles")
+    rows["articles"] = _write(catalogue, folder, "articles")
     depth = max(FALLBACK_DEPTH * k, int(counts.get("age_band", 0)))
     tops = (
         trending_top(global_tx, week, int(counts.get("trending", 0)) or 1)
@@ -139,11 +135,11 @@ def build_snapshot(
         .unionByName(age_band_tops(global_tx, customers, week, depth).withColumn("list", F.lit("age_band")))
         .select("list", "band", "article_id", "source_rank", F.col("source_score").cast("double"))
     )
-    rows["tops"] = _write(tops, staging, "tops")
+    rows["tops"] = _write(tops, folder, "tops")
     has_similar = current_version(spark, tables, Tables.SIMILAR_ARTICLES) is not None
     if has_similar:
         rows["similar"] = _write(
-            visual_pairs(read_table(spark, tables, Tables.SIMILAR_ARTICLES)), staging, "similar"
+            visual_pairs(read_table(spark, tables, Tables.SIMILAR_ARTICLES)), folder, "similar"
         )
     meta = {
         "week": week,
@@ -152,12 +148,40 @@ def build_snapshot(
         "customers_version": int(state["customers_version"]),
         "global_version": int(state["global_version"]),
         "model_version": state["model_version"],
-        "has_availability": current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None,
+        "has_availability": has_availability,
         "has_similar": has_similar,
         "pipeline": config,
         "rows": rows,
     }
-    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def build_snapshot(
+    spark: SparkSession,
+    tables: TableLocator,
+    artifacts_dir: str | Path,
+    out: str | Path,
+    state: dict[str, Any] | None = None,
+    customers: bool = True,
+) -> dict[str, Any]:
+    """Write the snapshot folder `out` atomically (a staging folder renamed at the end), for `state`
+    (default: what batch scoring last used); without `customers`, only its global half."""
+    state = state or scoring_snapshot(spark, tables)
+    week = int(state["week"])
+    out = Path(out)
+    staging = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    meta = write_global_part(spark, tables, artifacts_dir, staging, state)
+    if customers:
+        personal = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["transactions_version"]))
+        people = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))
+        articles = read_table(spark, tables, Tables.ARTICLES)
+        meta["rows"]["purchases"] = _write(purchase_rows(personal, week), staging, "purchases")
+        meta["rows"]["customers"] = _write(
+            customer_rows(personal, people, articles, week), staging, "customers"
+        )
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
