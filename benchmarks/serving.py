@@ -52,7 +52,7 @@ def _stage_profile(requests: int = 300) -> tuple[dict[str, float], list[str]]:
     mlflow.set_registry_uri(TRACKING_URI)
     model = mlflow.pyfunc.load_model(MODEL_URI).unwrap_python_model()
     recommender = model.recommender
-    customers = sorted(recommender.purchases)
+    customers = sorted(recommender.history_rows)
     rng = np.random.default_rng(0)
     picked = [customers[i] for i in rng.integers(0, len(customers), requests)]
     model.predict(None, pd.DataFrame({"customer_id": picked[:5]}))  # warm up TensorFlow

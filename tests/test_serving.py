@@ -239,7 +239,7 @@ def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registere
     command = [sys.executable, "-m", "fashionrec", "serve", "-m", model_uri, "-p", str(port), "-w", "2"]
     process = _start(command, tracking, port)
     try:
-        customers = sorted(recommender.purchases)[:8]
+        customers = sorted(recommender.history_rows)[:8]
         connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
         for round_ in range(2):
             for i, connection in enumerate(connections):
@@ -263,7 +263,7 @@ def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registere
 
 
 def test_rest_endpoint_answers_single_batch_unknown_and_similar(server, recommender):
-    warm = sorted(recommender.purchases)[:3]
+    warm = sorted(recommender.history_rows)[:3]
     status, body = _post(server, {"dataframe_records": [{"customer_id": warm[0]}]})
     assert status == 200, body
     answer = body["predictions"][0]

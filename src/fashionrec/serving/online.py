@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,17 +65,23 @@ SOURCE_SLOT = {source: slot for slot, source in enumerate(SOURCES)}
 
 @dataclass
 class Candidates:
-    """Candidate rows of a request: parallel lists; `ranks`/`scores` hold one value per source (NaN when
-    the source did not propose the article)."""
+    """Candidate rows of a request: one (customer, article) per row; `ranks`/`scores` are (rows, sources)
+    arrays holding each source's rank and score, NaN where the source did not propose the article."""
 
     customer_ids: list[str]
     article_ids: list[str]
     sources: list[list[str]]
-    ranks: list[list[float]]
-    scores: list[list[float]]
+    ranks: np.ndarray
+    scores: np.ndarray
 
     def subset(self, rows: list[int]) -> Candidates:
-        return Candidates(*([values[i] for i in rows] for values in vars(self).values()))
+        return Candidates(
+            [self.customer_ids[i] for i in rows],
+            [self.article_ids[i] for i in rows],
+            [self.sources[i] for i in rows],
+            self.ranks[rows],
+            self.scores[rows],
+        )
 
 
 @dataclass(frozen=True)
@@ -241,7 +246,6 @@ class OnlineRecommender:
                 self.siblings.setdefault(product, []).append(article)
         sales = articles["sales_4w_source"].fillna(0).astype(np.float64)
         self.sales_4w = dict(zip(articles.index, sales, strict=True))
-        self.neighbours: dict[str, list[tuple[str, float]]] = {}
         self.cold_neighbours: dict[str, list[tuple[str, float]]] = {}
         if self.similar is not None:
             sold = set(articles.index[articles["has_sold"].fillna(False).astype(bool)])
@@ -251,9 +255,9 @@ class OnlineRecommender:
                 self.similar["similarity"],
                 strict=True,
             ):
-                self.neighbours.setdefault(article, []).append((neighbour, float(similarity)))
                 if neighbour not in sold:
                     self.cold_neighbours.setdefault(article, []).append((neighbour, float(similarity)))
+        self._article_codes()
         self.trending_rows = list(
             zip(
                 self.trending["article_id"],
@@ -266,9 +270,32 @@ class OnlineRecommender:
             band: list(zip(rows["article_id"], rows["source_rank"], rows["source_score"], strict=True))
             for band, rows in self.bands.items()
         }
-        self.article_row = {a: i for i, a in enumerate(articles.index)}
         self.article_matrix = articles[list(ARTICLE_COLUMNS)].to_numpy(dtype=np.float64)
         self._article_rules()
+
+    def _article_codes(self) -> None:
+        """Integer codes for the batched interaction features: every article id (the catalogue first,
+        then ids only the neighbour pairs name), its product / type / colour codes (-1: missing), and
+        the neighbour pairs grouped by article (`neighbour_start[code]` to `neighbour_start[code + 1]`)."""
+        catalogue = list(self.articles.index)
+        extra: list[str] = []
+        if self.similar is not None:
+            named = pd.unique(pd.concat([self.similar["article_id"], self.similar["neighbour_id"]]))
+            extra = [a for a in named if a not in self.attrs]
+        self.code_of = {a: i for i, a in enumerate(catalogue + extra)}
+        self.in_catalogue = np.arange(len(self.code_of)) < len(catalogue)
+        self.attr_codes = np.full((len(self.code_of), 3), -1, dtype=np.int64)
+        for j, column in enumerate(("attr_product", "attr_type", "attr_colour")):
+            self.attr_codes[: len(catalogue), j] = pd.factorize(self.articles[column])[0]
+        self.neighbour_start = np.zeros(len(self.code_of) + 1, dtype=np.int64)
+        self.neighbour_code = np.zeros(0, dtype=np.int64)
+        self.neighbour_similarity = np.zeros(0, dtype=np.float64)
+        if self.similar is not None:
+            source = self.similar["article_id"].map(self.code_of).to_numpy(dtype=np.int64)
+            order = np.argsort(source, kind="stable")
+            self.neighbour_start = np.searchsorted(source[order], np.arange(len(self.code_of) + 1))
+            self.neighbour_code = self.similar["neighbour_id"].map(self.code_of).to_numpy(np.int64)[order]
+            self.neighbour_similarity = self.similar["similarity"].to_numpy(np.float64)[order]
 
     def _customer_lookups(self) -> None:
         """Per-customer rows and the filters' customer side (a missing value never removes a
@@ -282,29 +309,34 @@ class OnlineRecommender:
         }
         self.band_of = {c: int(b) for c, b in zip(customers.index, customers["band"], strict=True)}
         self.customer_age = {c: math.nan if age is None else age for c, age in self.query_age.items()}
-        self.customer_region = {
-            c: r for c, r in zip(customers.index, customers["region"], strict=True) if isinstance(r, str)
+        # The customer's column in `region_allowed` (a region no article names: the last one).
+        known = {region: j for j, region in enumerate(self.regions)}
+        self.region_column = {
+            c: known.get(r, len(self.regions))
+            for c, r in zip(customers.index, customers["region"], strict=True)
+            if isinstance(r, str)
         }
 
     def _article_rules(self) -> None:
-        """Stock, region and age rules as sets and dictionaries (a missing value never removes a
+        """Stock, region and age rules as arrays over article codes (a missing value never removes a
         candidate, as in the Spark filters)."""
-        articles = self.articles
-        self.out_of_stock: set[str] = set()
-        self.allowed_regions: dict[str, set[str]] = {}
-        self.min_age: dict[str, float] = {}
+        articles, size, known = self.articles, len(self.code_of), len(self.articles)
+        self.stock_out = np.zeros(size, dtype=bool)
+        self.min_age_of = np.zeros(size)
+        self.regions: list[str] = []
+        self.region_restricted = np.zeros(size, dtype=bool)
+        self.region_allowed = np.zeros((size, 1), dtype=bool)  # the last column: a region no one allows
         if not self.meta["has_availability"]:
             return
-        in_stock = articles["in_stock"]
-        self.out_of_stock = set(articles.index[(in_stock == 0).to_numpy()])
-        self.allowed_regions = {
-            a: set(r.split(";"))
-            for a, r in zip(articles.index, articles["regions"], strict=True)
-            if isinstance(r, str) and r
-        }
-        self.min_age = {
-            a: float(m) for a, m in zip(articles.index, articles["min_age"], strict=True) if pd.notna(m)
-        }
+        self.stock_out[:known] = (articles["in_stock"] == 0).to_numpy()
+        self.min_age_of[:known] = articles["min_age"].astype(np.float64).fillna(0.0).to_numpy()
+        allowed = [set(r.split(";")) if isinstance(r, str) and r else set() for r in articles["regions"]]
+        self.regions = sorted(set().union(*allowed))
+        column = {region: j for j, region in enumerate(self.regions)}
+        self.region_allowed = np.zeros((size, len(self.regions) + 1), dtype=bool)
+        for row, names in enumerate(allowed):
+            self.region_restricted[row] = bool(names)
+            self.region_allowed[row, [column[r] for r in names]] = True
 
     def _recent(self, customer: str, weeks: int) -> list[tuple[str, int]]:
         start = self.week - weeks
@@ -346,111 +378,79 @@ class OnlineRecommender:
         return out
 
     def candidates(self, customer_ids: list[str]) -> Candidates:
-        """`union_candidates` for warm customers: one row per (customer, article), rank/score per source."""
-        proposals: dict[str, list[tuple[str, str, int, float]]] = {c: [] for c in customer_ids}
+        """`union_candidates` for warm customers: one row per (customer, article), rank/score per source
+        (the best rank and score when a source proposes an article twice)."""
+        who: list[int] = []
+        articles: list[str] = []
+        slots: list[int] = []
+        ranks: list[float] = []
+        scores: list[float] = []
+
+        def add(person: int, source: str, found: list[tuple[str, int, float]]) -> None:
+            if found:
+                ids, found_ranks, found_scores = zip(*found, strict=True)
+                who.extend([person] * len(ids))
+                slots.extend([SOURCE_SLOT[source]] * len(ids))
+                articles.extend(ids)
+                ranks.extend(found_ranks)
+                scores.extend(found_scores)
+
         if self.counts["two_tower"] > 0:
-            for customer, found in zip(customer_ids, self._two_tower(customer_ids), strict=True):
-                proposals[customer] += [("two_tower", a, r, v) for a, r, v in found]
-        for customer in customer_ids:
-            rows = proposals[customer]
-            for source, found_rows in self._personal_sources(customer).items():
-                rows += [(source, a, r, v) for a, r, v in found_rows]
-            if self.counts["trending"] > 0:
-                rows += [("trending", a, r, v) for a, r, v in self.trending_rows[: self.counts["trending"]]]
-            if self.counts["age_band"] > 0:
-                band = self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]]
-                rows += [("age_band", a, r, v) for a, r, v in band]
-        out = Candidates([], [], [], [], [])
-        for customer, rows in proposals.items():
-            union: dict[str, dict[int, tuple[float, float]]] = {}
-            for source, article, rank, score in rows:
-                entry = union.setdefault(article, {})
-                slot = SOURCE_SLOT[source]
-                best_rank, best_score = entry.get(slot, (rank, score))
-                entry[slot] = (min(rank, best_rank), max(score, best_score))
-            for article, entry in union.items():
-                ranks, scores = [math.nan] * len(SOURCES), [math.nan] * len(SOURCES)
-                for slot, (rank, score) in entry.items():
-                    ranks[slot], scores[slot] = rank, score
-                out.customer_ids.append(customer)
-                out.article_ids.append(article)
-                out.sources.append(sorted(SOURCES[slot] for slot in entry))
-                out.ranks.append(ranks)
-                out.scores.append(scores)
-        return out
+            for person, found in enumerate(self._two_tower(customer_ids)):
+                add(person, "two_tower", found)
+        trending = self.trending_rows[: self.counts["trending"]]
+        for person, customer in enumerate(customer_ids):
+            for source, found in self._personal_sources(customer).items():
+                add(person, source, found)
+            add(person, "trending", trending)
+            add(person, "age_band", self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]])
+        return _union(customer_ids, who, articles, slots, ranks, scores)
 
     # --- filters ----------------------------------------------------------------------------------
     def keep(self, customer_ids: list[str], article_ids: list[str]) -> np.ndarray:
         """`apply_filters`'s keep flag for (customer, article) rows: not bought within the window, in
         stock, sold in the customer's region and not age-restricted for them (each rule that is on)."""
         weeks = int(self.rules.get("already_bought_weeks", 0))
-        bought = {c: {a for a, _ in self._recent(c, weeks)} for c in set(customer_ids)} if weeks > 0 else {}
         on = bool(self.meta["has_availability"])  # without the availability table the rules have no data
         stock, region, age = (on and bool(self.rules.get(r, True)) for r in ("out_of_stock", "region", "age"))
-        flags = []
-        for customer, article in zip(customer_ids, article_ids, strict=True):
-            ok = not (weeks > 0 and article in bought[customer])
-            if ok and stock and article in self.out_of_stock:
-                ok = False
-            if ok and region:
-                allowed, home = self.allowed_regions.get(article), self.customer_region.get(customer)
-                ok = not (allowed and home is not None and home not in allowed)
-            if ok and age:
-                ok = not self.customer_age.get(customer, math.nan) < self.min_age.get(article, 0.0)
-            flags.append(ok)
-        return np.array(flags, dtype=bool)
+        person, people = pd.factorize(np.asarray(customer_ids, dtype=object))
+        article = np.fromiter((self.code_of.get(a, -1) for a in article_ids), np.int64, len(article_ids))
+        known, at = article >= 0, np.maximum(article, 0)
+        ok = np.ones(len(article), dtype=bool)
+        if weeks > 0:
+            who, bought, day = self._purchases(list(people))
+            recent = day // 7 >= self.week - weeks
+            width = len(self.code_of) + 1
+            keys, _, _ = _key_table(who[recent] * width + bought[recent], day[recent])
+            ok &= ~_find(keys, np.where(known, person * width + article, -1))[1]
+        if stock:
+            ok &= ~(known & self.stock_out[at])
+        if region:
+            home = np.array([self.region_column.get(c, -1) for c in people], dtype=np.int64)[person]
+            restricted = known & self.region_restricted[at] & (home >= 0)
+            ok &= ~(restricted & ~self.region_allowed[at, np.maximum(home, 0)])
+        if age:
+            ages = np.array([self.customer_age.get(c, math.nan) for c in people], dtype=np.float64)[person]
+            ok &= ~(ages < np.where(known, self.min_age_of[at], 0.0))
+        return ok
 
     # --- features ---------------------------------------------------------------------------------
     def features(self, candidates: Candidates) -> np.ndarray:
         """`ranking_features` for the candidate rows: a float32 matrix in the ranker's feature order."""
         n = len(candidates.article_ids)
-        counts = {name: np.zeros(n) for name in ("article", "product", "type", "colour")}
-        since = {name: np.full(n, np.nan) for name in ("article", "product")}
-        visual = np.zeros(n) if self.similar is not None else np.full(n, np.nan)
-        unknown = (None, None, None)
-        rows_of: dict[str, list[int]] = {}
-        for row, customer in enumerate(candidates.customer_ids):
-            rows_of.setdefault(customer, []).append(row)
-        for customer, rows in rows_of.items():
-            past = [(a, d) for a, d in self.history_rows.get(customer, []) if a in self.attrs]
-            if not past:
-                continue  # Spark inner-joins the catalogue: purchases of unknown articles do not count
-            # Counters and dict comprehensions do the tallying in C; None (a missing attribute) is
-            # never counted, so looking it up below gives 0 / "never", as in Spark.
-            attrs = [self.attrs[a] for a, _ in past]
-            tallies = {
-                "article": Counter(a for a, _ in past),
-                "product": Counter(p for p, _, _ in attrs if p is not None),
-                "type": Counter(t for _, t, _ in attrs if t is not None),
-                "colour": Counter(c for _, _, c in attrs if c is not None),
-            }
-            by_day = sorted(range(len(past)), key=lambda i: past[i][1])  # the latest day is written last
-            last = {
-                "article": {past[i][0]: past[i][1] for i in by_day},
-                "product": {attrs[i][0]: past[i][1] for i in by_day if attrs[i][0] is not None},
-            }
-            articles = [candidates.article_ids[row] for row in rows]
-            keys = {"article": articles}
-            keys["product"], keys["type"], keys["colour"] = (
-                list(column) for column in zip(*(self.attrs.get(a, unknown) for a in articles), strict=True)
-            )
-            for name, tally in tallies.items():
-                counts[name][rows] = [tally.get(key, 0) for key in keys[name]]
-            for name, days in last.items():
-                since[name][rows] = [self.first_day - days[k] if k in days else math.nan for k in keys[name]]
-            if self.similar is not None:
-                looks: dict[str, float] = {}
-                for article in {a for a, _ in past}:
-                    for neighbour, similarity in self.neighbours.get(article, []):
-                        looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
-                visual[rows] = [looks.get(a, 0.0) for a in articles]
+        person, people = pd.factorize(np.asarray(candidates.customer_ids, dtype=object))
+        article = np.fromiter((self.code_of.get(a, -1) for a in candidates.article_ids), np.int64, n)
+        counts, since, visual = self._interactions(person, list(people), article)
         columns: dict[str, np.ndarray] = {f"n_bought_{name}": counts[name] for name in counts}
         columns["days_since_article"], columns["days_since_product"] = since["article"], since["product"]
         columns["visual_similarity"] = visual
-        people = self._rows(self.customer_matrix, self.customer_row, candidates.customer_ids)
+        customer_rows = self._rows(self.customer_matrix, self.customer_row, list(people))[person]
         for i, column in enumerate(CUSTOMER_COLUMNS):
-            columns["age" if column == "feature_age" else column] = people[:, i]
-        items = self._rows(self.article_matrix, self.article_row, candidates.article_ids)
+            columns["age" if column == "feature_age" else column] = customer_rows[:, i]
+        # Article codes of the catalogue are its rows (`_article_codes`); others get NaN (a left join).
+        in_catalogue = (article >= 0) & self.in_catalogue[np.maximum(article, 0)]
+        items = self.article_matrix[np.where(in_catalogue, article, 0)]
+        items[~in_catalogue] = np.nan
         for i, column in enumerate(ARTICLE_COLUMNS):
             columns[column] = items[:, i]
         price = columns["customer_mean_price"]
@@ -458,10 +458,9 @@ class OnlineRecommender:
             ratio = columns["article_mean_price"] / price
         columns["price_ratio"] = np.where(price != 0, ratio, np.nan)  # Spark: x / 0 is null
         columns["age_gap"] = columns["age"] - columns["mean_buyer_age"]
-        columns["n_sources"] = np.array([len(x) for x in candidates.sources], dtype=np.float64)
-        ranks = np.array(candidates.ranks, dtype=np.float64).reshape(n, len(SOURCES))
-        ranks[np.isnan(ranks)] = ABSENT_RANK
-        scores = np.array(candidates.scores, dtype=np.float64).reshape(n, len(SOURCES))
+        columns["n_sources"] = np.count_nonzero(~np.isnan(candidates.ranks), axis=1).astype(np.float64)
+        ranks = np.where(np.isnan(candidates.ranks), ABSENT_RANK, candidates.ranks)
+        scores = candidates.scores
         for slot, source in enumerate(SOURCES):
             columns[f"rank_{source}"] = ranks[:, slot]
             columns[f"score_{source}"] = scores[:, slot]
@@ -469,6 +468,71 @@ class OnlineRecommender:
         for j, column in enumerate(self.ranker.features):
             matrix[:, j] = columns[column]
         return matrix
+
+    def _interactions(
+        self, person: np.ndarray, people: list[str], article: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+        """Per candidate row (`people[person]` and article code `article`, -1 when unknown): how often
+        the customer bought the article / its product / type / colour before the week, days since the
+        last purchase of the article / product, and the best visual similarity to their purchases (0
+        without any). Whole batches at once: purchases and candidates become integer keys (customer
+        position × code), looked up in sorted key tables.
+
+        As in Spark, purchases of articles outside the catalogue count for nothing, and a missing
+        attribute never matches."""
+        n = len(article)
+        who, bought, day = self._purchases(people)
+        width = len(self.code_of) + 1
+        counts: dict[str, np.ndarray] = {}
+        last: dict[str, np.ndarray] = {}
+        for j, name in enumerate(("article", "product", "type", "colour")):
+            if name == "article":
+                mine, theirs = bought, article
+            else:
+                mine = self.attr_codes[bought, j - 1]
+                theirs = np.where(article >= 0, self.attr_codes[np.maximum(article, 0), j - 1], -1)
+            ok = mine >= 0
+            keys, count, latest = _key_table(who[ok] * width + mine[ok], day[ok])
+            at, found = _find(keys, np.where(theirs >= 0, person * width + theirs, -1))
+            counts[name] = np.where(found, count[at], 0).astype(np.float64)
+            if name in ("article", "product"):
+                last[name] = np.where(found, self.first_day - latest[at], np.nan)
+        visual = np.full(n, np.nan)
+        if self.similar is not None:
+            visual = self._visual(person, article, who, bought, width)
+        return counts, last, visual
+
+    def _purchases(self, people: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(customer position, article code, day) of the customers' purchases of catalogue articles."""
+        who: list[int] = []
+        ids: list[str] = []
+        days: list[int] = []
+        for position, customer in enumerate(people):
+            rows = self.history_rows.get(customer)
+            if rows:
+                bought, when = zip(*rows, strict=True)
+                who.extend([position] * len(bought))
+                ids.extend(bought)
+                days.extend(when)
+        code = np.fromiter((self.code_of.get(a, -1) for a in ids), np.int64, len(ids))
+        known = (code >= 0) & self.in_catalogue[np.maximum(code, 0)]
+        return np.asarray(who, np.int64)[known], code[known], np.asarray(days, np.int64)[known]
+
+    def _visual(
+        self, person: np.ndarray, article: np.ndarray, who: np.ndarray, bought: np.ndarray, width: int
+    ) -> np.ndarray:
+        """The best similarity between each candidate and its customer's purchased articles."""
+        pairs = np.unique(who * width + bought)  # distinct (customer, article) purchases
+        owner, item = pairs // width, pairs % width
+        begin = self.neighbour_start[item]
+        sizes = self.neighbour_start[item + 1] - begin
+        offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        at_pair = np.repeat(begin, sizes) + offsets  # positions in the neighbour arrays
+        keys, _, best = _key_table(
+            np.repeat(owner, sizes) * width + self.neighbour_code[at_pair], self.neighbour_similarity[at_pair]
+        )
+        at, found = _find(keys, np.where(article >= 0, person * width + article, -1))
+        return np.where(found, best[at], 0.0)
 
     @staticmethod
     def _rows(matrix: np.ndarray, row_of: dict[str, int], ids: list[str]) -> np.ndarray:
@@ -539,6 +603,58 @@ class OnlineRecommender:
         rows = self.similar[self.similar["article_id"] == article_id]
         rows = rows.sort_values(["similarity", "neighbour_id"], ascending=[False, True]).head(k)
         return list(zip(rows["neighbour_id"], rows["similarity"].astype(float), strict=True))
+
+
+def _union(
+    customer_ids: list[str],
+    who: list[int],
+    articles: list[str],
+    slots: list[int],
+    ranks: list[float],
+    scores: list[float],
+) -> Candidates:
+    """Proposals (customer position, article, source slot, rank, score) → one row per (customer,
+    article), with numpy instead of a dictionary per row (the batch path unions ~80 rows per customer)."""
+    if not articles:
+        empty = np.zeros((0, len(SOURCES)))
+        return Candidates([], [], [], empty, empty.copy())
+    code, names = pd.factorize(np.asarray(articles, dtype=object))
+    pair = np.asarray(who, dtype=np.int64) * len(names) + code
+    pairs, row = np.unique(pair, return_inverse=True)
+    slot = np.asarray(slots, dtype=np.int64)
+    best_rank = np.full((len(pairs), len(SOURCES)), np.inf)
+    np.minimum.at(best_rank, (row, slot), np.asarray(ranks, dtype=np.float64))
+    best_score = np.full((len(pairs), len(SOURCES)), -np.inf)
+    np.maximum.at(best_score, (row, slot), np.asarray(scores, dtype=np.float64))
+    present = best_rank != np.inf
+    mask = present @ (1 << np.arange(len(SOURCES)))
+    labels = {int(m): sorted(s for i, s in enumerate(SOURCES) if m >> i & 1) for m in np.unique(mask)}
+    return Candidates(
+        np.asarray(customer_ids, dtype=object)[pairs // len(names)].tolist(),
+        np.asarray(names, dtype=object)[pairs % len(names)].tolist(),
+        [labels[m] for m in mask.tolist()],
+        np.where(present, best_rank, np.nan),
+        np.where(present, best_score, np.nan),
+    )
+
+
+def _key_table(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct `keys` in order, with each key's number of rows and the largest of its `values`."""
+    if not len(keys):
+        return keys, np.zeros(0, np.int64), np.zeros(0, values.dtype)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts = np.diff(np.append(starts, len(keys)))
+    return ordered[starts], counts, np.maximum.reduceat(values[order], starts)
+
+
+def _find(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's position in the sorted `keys` and whether it is there (negative queries never are)."""
+    if not len(keys):
+        return np.zeros(len(queries), np.int64), np.zeros(len(queries), bool)
+    at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return at, (keys[at] == queries) & (queries >= 0)
 
 
 def purchase_histories(purchases: pd.DataFrame) -> dict[str, list[tuple[str, int]]]:
