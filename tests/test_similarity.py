@@ -74,6 +74,32 @@ def test_choose_weights_picks_the_best_scoring_mix():
     assert len(seen) == 11 and seen[0] == (2, 2) and seen[5] == (2, 4)  # ends of the grid: one model
 
 
+def test_augmented_copies_are_reproducible_mirrored_and_zoomed_views():
+    from fashionrec.similarity.images import augmented_copies
+
+    pixels = np.zeros((6, 16, 16, 3), dtype=np.uint8)
+    pixels[:, :, :4] = 255  # a bar along the left edge
+    copies = augmented_copies(pixels, 2, seed=1)
+    assert copies.shape == (12, 16, 16, 3)
+    assert np.array_equal(copies, augmented_copies(pixels, 2, seed=1))
+    left, right = copies[:, :, :8].mean(axis=(1, 2, 3)), copies[:, :, 8:].mean(axis=(1, 2, 3))
+    assert (left > right).any() and (right > left).any()  # some kept, some mirrored
+    bright_columns = (copies.mean(axis=(1, 3)) > 128).sum(axis=1)
+    assert (bright_columns > 4).any()  # zoomed in: the bar got wider
+
+
+def test_encoder_parts_are_the_columns_of_the_models_kept_in_the_mix(tmp_path):
+    from fashionrec.similarity.task import encoder_parts
+
+    spec = {
+        "hyperparams": {"embedding_dim": 8},
+        "class_keys": ["product_type", "type_colour", "product_code"],
+        "weights": {"product_type": 0.3, "type_colour": 0.0, "product_code": 0.7},
+    }
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    assert encoder_parts(tmp_path) == {"product_type": slice(0, 8), "product_code": slice(8, 16)}
+
+
 def test_saved_encoder_is_the_weighted_concatenation_of_its_models(tmp_path):
     from fashionrec.similarity import encoder as image_encoder
     from fashionrec.similarity import model as image_model

@@ -3,9 +3,13 @@
 Each article is drawn from its metadata, deterministically: the silhouette from the product type (a
 T-shirt has short sleeves, a sweater long ones, trousers two legs, a bag a handle), the colour from the
 colour group, the pattern from the graphical appearance (stripes, dots, checks, melange, a front print).
-Jitter keeps articles apart: the product's shape parameters vary a little per `product_code` (colour
-variants of one product share them), and position, scale and lighting per article. So visual neighbours
-should share product type and colour, which the similarity model is judged on.
+Jitter keeps articles apart: the product's shape parameters vary per `product_code` (colour variants of
+one product share them), and position, scale and lighting per article. So visual neighbours should share
+product type and colour, which the similarity model is judged on.
+
+Framed like retail product photos, so that a model trained on them transfers to real ones (measured on
+H&M photos, docs/benchmarks.md): the product fills most of the frame whatever its shape, and socks and
+briefs are often shown as multipacks.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 IMAGE_SIZE = 64
+RENDER_VERSION = 2  # 2: products fill the frame, multipacks; bump to re-render existing image folders
 _SUPER = 2  # draw at twice the size, then downsample: smooth edges
+FILL = (0.78, 0.92)  # share of the canvas the product's longer side spans, drawn per article
+SHAPE_JITTER = 0.15  # per-product relative variation of every shape parameter
+MULTIPACKS = {"sock": (2, 6, 0.7), "brief": (2, 5, 0.6)}  # kind: (fewest, most items, share of products)
 
 # product type name -> (shape, parameters); parameters are fractions of the canvas
 SHAPES: dict[str, tuple[str, dict[str, float]]] = {
@@ -261,6 +269,37 @@ def _shape_polygons(kind: str, p: dict[str, float], size: float) -> list[list[tu
     raise ValueError(f"unknown silhouette {kind!r}")
 
 
+Polygon = list[tuple[float, float]]
+
+
+def _multipack(kind: str, polygons: list[Polygon], size: float, rng: np.random.Generator) -> list[Polygon]:
+    """Copies of the item side by side (socks) or in a grid (briefs), for products sold in packs."""
+    if kind not in MULTIPACKS:
+        return polygons
+    fewest, most, share = MULTIPACKS[kind]
+    if rng.random() >= share:
+        return polygons
+    items = int(rng.integers(fewest, most + 1))
+    columns = int(np.ceil(np.sqrt(items))) if kind == "brief" else items
+    rows = int(np.ceil(items / columns))
+    packed = []
+    for i in range(items):
+        row, column = divmod(i, columns)
+        dx, dy = (column - (columns - 1) / 2) * 0.5 * size, (row - (rows - 1) / 2) * 0.45 * size
+        packed.extend([[(x + dx, y + dy) for x, y in polygon] for polygon in polygons])
+    return packed
+
+
+def _fit_to_frame(polygons: list[Polygon], size: float, rng: np.random.Generator) -> list[Polygon]:
+    """Scale and centre the drawing so its longer side spans a share `FILL` of the canvas."""
+    xs = [x for polygon in polygons for x, _ in polygon]
+    ys = [y for polygon in polygons for _, y in polygon]
+    scale = rng.uniform(*FILL) * size / max(max(xs) - min(xs), max(ys) - min(ys))
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    ox, oy = size / 2 + rng.uniform(-0.03, 0.03, 2) * size
+    return [[((x - cx) * scale + ox, (y - cy) * scale + oy) for x, y in polygon] for polygon in polygons]
+
+
 def _pattern(appearance: str, base: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """An RGB texture (size, size, 3) in 0..1 for a graphical appearance over the base colour."""
     y, x = np.mgrid[0:size, 0:size] / size
@@ -299,26 +338,20 @@ def render(article: dict[str, Any], size: int = IMAGE_SIZE) -> Image.Image:
     product_rng = np.random.default_rng(int(article["product_code"]))
     article_rng = np.random.default_rng(int(str(article["article_id"]).lstrip("0") or 0))
     params = {
-        k: v * product_rng.uniform(0.92, 1.08) if isinstance(v, float) else v for k, v in params.items()
+        k: v * product_rng.uniform(1 - SHAPE_JITTER, 1 + SHAPE_JITTER) if isinstance(v, float) else v
+        for k, v in params.items()
     }
     big = size * _SUPER
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
-    scale = article_rng.uniform(0.97, 1.03)
-    dx, dy = article_rng.uniform(-0.02, 0.02, 2) * big
-    for poly in _shape_polygons(kind, params, big):
-        draw.polygon(
-            [
-                ((px - big / 2) * scale + big / 2 + dx, (py - big / 2) * scale + big / 2 + dy)
-                for px, py in poly
-            ],
-            fill=255,
-        )
+    drawing = _multipack(kind, _shape_polygons(kind, params, big), big, product_rng)
+    for polygon in _fit_to_frame(drawing, big, article_rng):
+        draw.polygon(polygon, fill=255)
     base = colour_rgb(article["colour_group_name"]) * article_rng.uniform(0.92, 1.06)
     texture = _pattern(
         article.get("graphical_appearance_name", "Solid"), np.clip(base, 0, 1), big, product_rng
     )
-    background = np.full((big, big, 3), 0.93) + article_rng.normal(0, 0.01, (1, 1, 3))
+    background = np.full((big, big, 3), 0.95) + article_rng.normal(0, 0.01, (1, 1, 3))
     alpha = (np.asarray(mask, dtype=np.float32) / 255.0)[..., None]
     pixels = np.clip(alpha * texture + (1 - alpha) * background, 0, 1)
     image = Image.fromarray((pixels * 255).astype(np.uint8), "RGB")

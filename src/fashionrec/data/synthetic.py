@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fashionrec.data import vocabulary as V
 from fashionrec.data.availability import region_index, synthetic_availability
-from fashionrec.data.images import write_images
+from fashionrec.data.images import RENDER_VERSION, write_images
 
 GENERATOR_VERSION = 4  # 4: article_availability.csv
 END_DATE = date(2020, 9, 22)  # last day of the Kaggle transactions; weeks run Wednesday to Tuesday
@@ -445,13 +445,14 @@ def ensure_images(out: Path, progress: bool = True) -> int:
     """Render one image per article of `out/articles.csv` into `out/images` unless already complete."""
     marker = out / "images" / ".complete"
     articles = pd.read_csv(out / "articles.csv", dtype={"article_id": str})
-    if marker.exists() and marker.read_text().strip() == str(len(articles)):
+    done = f"{len(articles)} images, renderer {RENDER_VERSION}"
+    if marker.exists() and marker.read_text().strip() == done:
         return len(articles)
     rows = tqdm(
         articles.to_dict("records"), desc="rendering images", unit="image", disable=not progress, miniters=500
     )
     written = write_images(rows, out / "images")
-    marker.write_text(str(written))
+    marker.write_text(done)
     return written
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fashionrec.similarity.images import augmented_copies
 from fashionrec.training.progress import EpochLog
 from fashionrec.training.tf_env import import_tensorflow
 
@@ -29,6 +30,7 @@ class ImageHyperParams:
     width: int = 32
     epochs: int = 4
     steps_per_epoch: int = 100
+    augment_copies: int = 1  # flipped / zoomed copies of every training image (`images.augmented_copies`)
     seed: int = 42
 
     def with_updates(self, **values: Any) -> ImageHyperParams:
@@ -68,7 +70,11 @@ def train(
     tf.keras.utils.set_random_seed(hp.seed)
     counts = np.bincount(classes)
     keep = counts[classes] >= 2
-    x, y = pixels[keep].astype(np.float32), classes[keep]
+    x, y = pixels[keep], classes[keep]
+    if hp.augment_copies > 0:
+        x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
+        y = np.tile(y, hp.augment_copies + 1)
+    x = x.astype(np.float32)
     sampler = tfsim.samplers.MultiShotMemorySampler(
         x,
         y,

@@ -106,6 +106,7 @@ def _hp(params: ImageSimilarityParams) -> Any:
         examples_per_class=params.examples_per_class,
         epochs=params.epochs,
         steps_per_epoch=params.steps_per_epoch,
+        augment_copies=params.augment_copies,
         seed=params.seed,
     )
 
@@ -365,8 +366,18 @@ def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) 
     return count, read_table(spark, tables, Tables.IMAGE_EMBEDDINGS).count()
 
 
-def _real_photo_precision(path: str, encoder: Any) -> list[dict[str, Any]]:
-    """Precision on real photos (Kaggle layout, articles.csv one folder up): model, raw pixels, random."""
+def encoder_parts(folder: str | Path) -> dict[str, slice]:
+    """Columns of each class key's model in the saved encoder's output (models with weight 0 are left
+    out of it): to score each model on its own."""
+    spec = json.loads((Path(folder) / "model.json").read_text())
+    width = int(spec["hyperparams"]["embedding_dim"])
+    kept = [key for key in spec["class_keys"] if spec["weights"][key] > 0]
+    return {key: slice(i * width, (i + 1) * width) for i, key in enumerate(kept)}
+
+
+def _real_photo_precision(path: str, model_folder: Path) -> list[dict[str, Any]]:
+    """Precision on real photos (Kaggle layout, articles.csv one folder up): the model (and each of its
+    parts), raw pixels, random."""
     from fashionrec.similarity import encoder as image_encoder
 
     folder = Path(path)
@@ -377,8 +388,15 @@ def _real_photo_precision(path: str, encoder: Any) -> list[dict[str, Any]]:
     files, meta = [f for f, k in zip(files, keep, strict=True) if k], meta[keep].reset_index()
     pixels = decode([f.read_bytes() for f in files])
     labels = {"type": meta["product_type_no"].to_numpy(), "colour": meta["colour_group_code"].to_numpy()}
+    embedded = image_encoder.embed_saved(image_encoder.load(model_folder), pixels)
+    parts = encoder_parts(model_folder)
     rows = {
-        "learned (TF Similarity)": nearest(image_encoder.embed_saved(encoder, pixels), PRECISION_K)[0],
+        "learned (TF Similarity)": nearest(embedded, PRECISION_K)[0],
+        **{
+            f"learned, {key} classes only": nearest(embedded[:, columns], PRECISION_K)[0]
+            for key, columns in parts.items()
+            if len(parts) > 1
+        },
         "raw pixels 24x24": nearest(raw_pixel_vectors(pixels), PRECISION_K)[0],
         "random": random_rows(len(pixels), PRECISION_K),
     }
@@ -386,7 +404,6 @@ def _real_photo_precision(path: str, encoder: Any) -> list[dict[str, Any]]:
 
 
 def run_index_images(params: ImageIndexParams, spark: SparkSession | None = None) -> dict[str, Any]:
-    from fashionrec.similarity import encoder as image_encoder
 
     spark = spark or get_spark("fashionrec-index-images")
     started = time.perf_counter()
@@ -440,9 +457,7 @@ def run_index_images(params: ImageIndexParams, spark: SparkSession | None = None
         )
     ]
     if params.real_images_path and Path(params.real_images_path).exists():
-        table += _real_photo_precision(
-            params.real_images_path, image_encoder.load(Path(params.artifacts_dir) / MODEL_DIR)
-        )
+        table += _real_photo_precision(params.real_images_path, Path(params.artifacts_dir) / MODEL_DIR)
     reports = Path(params.reports_dir)
     captions = [
         f"{t[:12]}\n{c[:12]}"
