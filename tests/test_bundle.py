@@ -141,6 +141,8 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     assert ranker["filters_test"]["candidates"] >= ranker["filters_test"]["kept"] > 0
     assert (tmp_path / "reports" / "ranker_importance.png").exists()
     assert "full_pipeline" in {row["method"] for row in written["tasks"]["evaluate"]["metrics"]}
+    # The yardstick is a baseline, never one of the model stages it measures.
+    assert written["tasks"]["evaluate"]["best_baseline"] not in ("full_pipeline", "two_tower", "oracle")
     scored = written["tasks"]["batch_score"]
     customers = len((tiny_data / "customers.csv").read_text().splitlines()) - 1
     assert scored["mode"] == "full (first run)" and scored["recommendations_rows"] == customers
