@@ -77,16 +77,18 @@ def test_ingest_images_quarantines_bad_files_and_is_incremental(spark, tiny_data
     quarantine = spark.read.format("delta").load(str(tmp_path / "lake" / "quarantine"))
     assert quarantine.where("table = 'article_images'").count() == 3
 
+    assert first["files_read"] == good + 2  # the empty file is listed apart (Spark's reader skips it)
+
     again = run_ingest_images(params, spark)
     assert not again["committed"] and again["inserted"] == again["updated"] == 0
-    assert again["quarantine_inserted"] == 0
+    assert again["quarantine_inserted"] == 0 and again["files_read"] == 0  # nothing read twice
 
     originals[0].write_bytes(originals[-1].read_bytes())  # a new photo of an existing article
     new = folder / "123" / "1230000001.jpg"
     new.parent.mkdir(exist_ok=True)
     shutil.copy(originals[1], new)
     third = run_ingest_images(params, spark)
-    assert (third["inserted"], third["updated"]) == (1, 1)
+    assert (third["inserted"], third["updated"]) == (1, 1) and third["files_read"] == 2
     changes = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")

@@ -29,6 +29,7 @@ class Tables:
     RECOMMENDATIONS = "recommendations"
     SCORING_STATE = "scoring_state"
     ARTICLE_IMAGES = "article_images"
+    IMAGE_FILE_STATE = "image_file_state"
     SIMILAR_ARTICLES = "similar_articles"
     IMAGE_EMBEDDINGS = "image_embeddings"
 

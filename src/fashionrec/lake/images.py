@@ -2,14 +2,17 @@
 the Delta table `article_images` (article_id, content, width, height, source_path, content_hash).
 
 Spark's binary file reader lists and reads the files; each Spark task decodes its images' headers with
-Pillow to check them. Incremental: the MERGE keys on article_id and compares a SHA-256 of the bytes, so
-a re-run commits nothing and a changed or new photo updates only its row. Empty, unreadable or
-misnamed files go to the quarantine table with a reason; the job goes on.
+Pillow to check them. Incremental twice over: files whose (path, modification time, length) were
+ingested before (`image_file_state`) are not read again, and the MERGE keys on article_id and compares a
+SHA-256 of the bytes, so a re-run commits nothing and a changed or new photo updates only its row. Empty,
+unreadable or misnamed files go to the quarantine table with a reason; the job goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fashionrec.config import ImageIngestParams, Tables
+from fashionrec.config.tables import TableLocator
 from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, upsert
@@ -38,9 +42,51 @@ def read_image_files(spark: SparkSession, folder: str) -> DataFrame:
     )
 
 
+FILE_STAMP = ["path", "modificationTime", "length"]
+READ_WHOLE_FOLDER = 20_000  # changed files above which one folder scan beats a list of paths
+
+
+def changed_files(spark: SparkSession, tables: TableLocator, listing: DataFrame) -> DataFrame:
+    """Rows of `listing` (FILE_STAMP) whose path, modification time or length is not recorded as
+    ingested: the files to read this run (all of them while `article_images` does not exist)."""
+    if any(
+        current_version(spark, tables, t) is None for t in (Tables.IMAGE_FILE_STATE, Tables.ARTICLE_IMAGES)
+    ):
+        return listing
+    return listing.join(read_table(spark, tables, Tables.IMAGE_FILE_STATE), FILE_STAMP, "left_anti")
+
+
+def read_changed(spark: SparkSession, folder: str, paths: list[str], files: int) -> DataFrame:
+    """(path, content) of `paths`: one folder scan when they are all of its `files` or very many."""
+    everything = read_image_files(spark, folder).select("path", "content")
+    if len(paths) == files:
+        return everything
+    if len(paths) > READ_WHOLE_FOLDER:
+        return everything.join(
+            spark.createDataFrame([(p,) for p in paths], "path string"), "path", "left_semi"
+        )
+    if not paths:
+        return spark.createDataFrame([], "path string, content binary")
+    return spark.read.format("binaryFile").load(paths).select("path", "content")
+
+
+def record_files(spark: SparkSession, tables: TableLocator, listing: DataFrame) -> None:
+    """Remember this run's files (once their rows are committed): the next run does not read them."""
+    stamped = listing.withColumn("stamp", F.concat_ws("/", "modificationTime", "length"))
+    upsert(spark, tables, Tables.IMAGE_FILE_STATE, stamped, keys=["path"], compare_column="stamp")
+
+
 def empty_image_files(spark: SparkSession, folder: str) -> list[str]:
     """Zero-byte .jpg files under `folder`: Spark's file sources skip them, the quarantine must not."""
-    jvm = spark.sparkContext._jvm  # Hadoop's FileSystem: local folders, DBFS and Volumes alike
+    local = _local_folder(folder)
+    if local is not None:  # a local or FUSE-mounted folder (/Volumes): os.walk, not a Java call per file
+        return [
+            f"file:{os.path.join(root, name)}"
+            for root, _, names in os.walk(local)
+            for name in sorted(names)
+            if name.lower().endswith((".jpg", ".jpeg")) and os.path.getsize(os.path.join(root, name)) == 0
+        ]
+    jvm = spark.sparkContext._jvm  # Hadoop's FileSystem: DBFS, cloud storage
     root = jvm.org.apache.hadoop.fs.Path(folder)
     files = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(root, True)
     empty = []
@@ -50,6 +96,12 @@ def empty_image_files(spark: SparkSession, folder: str) -> list[str]:
         if status.getLen() == 0 and (name.endswith(".jpg") or name.endswith(".jpeg")):
             empty.append(str(status.getPath()))
     return empty
+
+
+def _local_folder(folder: str) -> str | None:
+    if folder.startswith("file:"):
+        return os.path.abspath(folder.removeprefix("file:").removeprefix("//"))
+    return None if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", folder) else os.path.abspath(folder)
 
 
 def _check(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -127,17 +179,38 @@ def run_ingest_images(params: ImageIngestParams, spark: SparkSession | None = No
     spark = spark or get_spark("fashionrec-ingest-images")
     started = time.perf_counter()
     tables = params.tables
-    files_read = read_image_files(spark, params.images_path).select("path", "content")
-    empty = empty_image_files(spark, params.images_path)
-    if empty:
-        files_read = files_read.unionByName(
-            spark.createDataFrame([(p, b"") for p in empty], "path string, content binary")
-        )
-    checked = checked_images(files_read).persist()
+    listing = read_image_files(spark, params.images_path).select(*FILE_STAMP).persist()  # no bytes read
+    todo = changed_files(spark, tables, listing).persist()
     try:
-        files = checked.count()
-        if files == 0:
-            raise ValueError(f"no .jpg files under {params.images_path}")
+        found = listing.count()
+        paths = [r["path"] for r in todo.select("path").collect()]
+        files_read = read_changed(spark, params.images_path, paths, found) if paths else None
+        result = _ingest(spark, params, files_read, found)
+        record_files(spark, tables, todo)
+    finally:
+        todo.unpersist()
+        listing.unpersist()
+    result["files_read"] = len(paths)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _ingest(
+    spark: SparkSession, params: ImageIngestParams, files_read: DataFrame | None, found: int
+) -> dict[str, Any]:
+    """Check, MERGE and quarantine `files_read` (None: no file changed) and the folder's empty files."""
+    tables = params.tables
+    empty = empty_image_files(spark, params.images_path)
+    files = found + len(empty)
+    if files == 0:
+        raise ValueError(f"no .jpg files under {params.images_path}")
+    if files_read is None and not empty:
+        return _unchanged(spark, params, files)
+    pending = [spark.createDataFrame([(p, b"") for p in empty], "path string, content binary")]
+    if files_read is not None:
+        pending.append(files_read)
+    checked = checked_images(functools.reduce(DataFrame.unionByName, pending)).persist()
+    try:
         good = checked.where(F.col("reason").isNull()).select(
             "article_id",
             "content",
@@ -157,13 +230,6 @@ def run_ingest_images(params: ImageIngestParams, spark: SparkSession | None = No
         quarantine = write_quarantine(spark, tables, _quarantine(bad))
     finally:
         checked.unpersist()
-    known = None
-    if current_version(spark, tables, Tables.ARTICLES) is not None:
-        known = (
-            read_table(spark, tables, Tables.ARTICLE_IMAGES)
-            .join(read_table(spark, tables, Tables.ARTICLES), "article_id", "left_semi")
-            .count()
-        )
     return {
         "images_path": params.images_path,
         "files": files,
@@ -172,8 +238,31 @@ def run_ingest_images(params: ImageIngestParams, spark: SparkSession | None = No
         "quarantined": sum(r["files"] for r in reasons),
         "quarantine_reasons": reasons,
         "quarantine_inserted": quarantine.inserted,
-        "images_of_known_articles": known,
+        "images_of_known_articles": _known_articles(spark, tables),
         "version": result.version,
         "committed": result.committed,
-        "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _unchanged(spark: SparkSession, params: ImageIngestParams, files: int) -> dict[str, Any]:
+    """The figures of a run that found every file as it was ingested before (nothing read or written)."""
+    return {
+        "images_path": params.images_path,
+        "files": files,
+        "inserted": 0,
+        "updated": 0,
+        "quarantined": 0,
+        "quarantine_reasons": [],
+        "quarantine_inserted": 0,
+        "images_of_known_articles": _known_articles(spark, params.tables),
+        "version": current_version(spark, params.tables, Tables.ARTICLE_IMAGES),
+        "committed": False,
+    }
+
+
+def _known_articles(spark: SparkSession, tables: TableLocator) -> int | None:
+    """Images whose article is in `articles` (None before articles are ingested)."""
+    if current_version(spark, tables, Tables.ARTICLES) is None:
+        return None
+    images = read_table(spark, tables, Tables.ARTICLE_IMAGES)
+    return images.join(read_table(spark, tables, Tables.ARTICLES), "article_id", "left_semi").count()
