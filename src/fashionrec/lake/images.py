@@ -180,16 +180,17 @@ def run_ingest_images(params: ImageIngestParams, spark: SparkSession | None = No
     started = time.perf_counter()
     tables = params.tables
     listing = read_image_files(spark, params.images_path).select(*FILE_STAMP).persist()  # no bytes read
-    todo = changed_files(spark, tables, listing).persist()
     try:
         found = listing.count()
-        paths = [r["path"] for r in todo.select("path").collect()]
-        files_read = read_changed(spark, params.images_path, paths, found) if paths else None
-        result = _ingest(spark, params, files_read, found)
-        record_files(spark, tables, todo)
+        # Collected once: what this run reads is exactly what it records, whatever the state says later.
+        todo = changed_files(spark, tables, listing).collect()
     finally:
-        todo.unpersist()
         listing.unpersist()
+    paths = [row["path"] for row in todo]
+    files_read = read_changed(spark, params.images_path, paths, found) if paths else None
+    result = _ingest(spark, params, files_read, found)
+    if todo:
+        record_files(spark, tables, spark.createDataFrame(todo, listing.schema))
     result["files_read"] = len(paths)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
