@@ -44,16 +44,11 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks $(if $(BENCH),--only $(BENCH)) --scale $(if $(filter small,$(SCALE)),full,$(SCALE))
 
-# The registered champion behind the MLflow scoring server (the venv's uvicorn first on PATH);
-# WORKERS=2 serves the same app on one process per core (fashionrec.serving.server).
-WORKERS ?= 1
+# The registered champion behind MLflow's scoring app and the request guard (fashionrec.serving.guard), on
+# one process per core (fashionrec.serving.server).
+WORKERS ?= 2
 serve: setup
-ifeq ($(WORKERS),1)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH MLFLOW_TRACKING_URI=sqlite:///mlflow.db \
-		$(PY) -m mlflow models serve -m models:/fashionrec_recommender@champion --env-manager local -h 127.0.0.1 -p $(PORT)
-else
 	MLFLOW_TRACKING_URI=sqlite:///mlflow.db $(PY) -m fashionrec serve -p $(PORT) -w $(WORKERS)
-endif
 
 lint: setup
 	$(PY) -m ruff check src tests jobs benchmarks notebooks

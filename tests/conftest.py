@@ -12,7 +12,17 @@ os.environ.setdefault("FASHIONREC_DRIVER_MEMORY", "2g")
 os.environ.setdefault("FASHIONREC_SHUFFLE_PARTITIONS", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HM_SAMPLE = REPO_ROOT.parent / "shared" / "hm_format_sample"
+# Real rows of the Kaggle files kept in the repository: a clone tests the real format without ../shared.
+HM_ROWS = REPO_ROOT / "tests" / "data" / "hm_rows"
+# Optional extra real data beside the checkout (absent on a bare clone: tests using it skip, saying why).
+SHARED = REPO_ROOT.parent / "shared"
+HM_SAMPLE = SHARED / "hm_format_sample"
+
+
+def needs_shared(folder: Path) -> None:
+    """Skip the calling test, with the reason, when the optional `../shared` data is not here."""
+    if not folder.exists():
+        pytest.skip(f"optional real data {folder} is not beside this checkout (a bare clone has none)")
 
 
 @pytest.fixture(scope="session")

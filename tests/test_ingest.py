@@ -13,7 +13,6 @@ from fashionrec.config import IngestParams, TableLocator
 from fashionrec.data.readers import SourceFileError
 from fashionrec.lake.ingest import run_ingest
 from fashionrec.lake.tables import current_version, read_changes, read_table
-from tests.conftest import HM_SAMPLE
 from tests.helpers import read_lines, write_lines
 
 
@@ -178,23 +177,6 @@ def test_a_file_missing_required_columns_fails_and_writes_nothing(spark, data_co
     message = str(error.value)
     assert str(path) in message and "price" in message and "sales_channel_id" in message
     assert not lakehouse.exists() or not any(lakehouse.iterdir())
-
-
-def test_real_kaggle_format_sample_is_read_as_it_is(spark, lakehouse):
-    figures = ingest(spark, HM_SAMPLE, lakehouse)
-    assert figures["table_rows"] == {
-        "articles": 2148,
-        "customers": 476,
-        "transactions": 3000,
-        "quarantine": 0,
-    }
-    tables = TableLocator(lakehouse=str(lakehouse))
-    article = read_table(spark, tables, "articles").where("article_id = '0108775015'").first()
-    assert article["product_code"] == 108775 and article["detail_desc"].startswith("Jersey top")
-    customers = read_table(spark, tables, "customers")
-    assert customers.where("FN IS NULL").count() > 0 and customers.where("FN = 1.0").count() > 0
-    price = read_table(spark, tables, "transactions").where("price = 0.0209152542372881").count()
-    assert price > 0  # full precision kept
 
 
 def test_sampling_keeps_whole_customers(spark, tiny_data, lakehouse):

@@ -321,3 +321,183 @@ def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run, sp
         endpoint=server,
     )
     assert out.count("recommended:") == 3 and "looks like" in out
+
+
+@pytest.fixture(scope="module")
+def guarded(registered):
+    """The champion behind `fashionrec serve -w 1` (MLflow's app behind the request guard)."""
+    tracking, model_uri = registered
+    port = _free_port()
+    command = [sys.executable, "-m", "fashionrec", "serve", "-m", model_uri, "-p", str(port), "-w", "1"]
+    process = _start(command, tracking, port)
+    try:
+        yield port
+    finally:
+        _stop(process)
+
+
+def _raw_post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, float]:
+    """One POST over a fresh connection with exactly these headers: (status, body, seconds)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    started = time.perf_counter()
+    try:
+        connection.putrequest("POST", "/invocations", skip_accept_encoding=True)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read(), time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def _malformed_requests(customer: str, article: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Over 300 malformed requests of every kind the guard and the model must reject."""
+    import random
+
+    json_type = {"Content-Type": "application/json"}
+    rng = random.Random(7)
+
+    def records(*rows: dict) -> bytes:
+        return json.dumps({"dataframe_records": list(rows)}).encode()
+
+    bad_values = [
+        {"customer_id": customer, "k": True},
+        {"customer_id": customer, "k": 12.5},
+        {"customer_id": customer, "k": "5"},
+        {"customer_id": customer, "k": 0},
+        {"customer_id": customer, "k": -3},
+        {"customer_id": customer, "k": 101},
+        {"customer_id": customer, "k": [1]},
+        {"customer_id": customer, "k": {"a": 1}},
+        {"customer_id": customer, "exlude": [article]},
+        {"customer_id": customer, "exclude": article},
+        {"customer_id": customer, "exclude": 5},
+        {"customer_id": customer, "exclude": [1, 2]},
+        {"customer_id": customer, "exclude": {"a": 1}},
+        {"customer_id": customer, "exclude": [article] * 1001},
+        {"customer_id": customer, "as_of": "yesterday"},
+        {"customer_id": customer, "as_of": 5},
+        {"customer_id": customer, "as_of": "1999-01-01"},
+        {"customer_id": 5},
+        {"customer_id": ""},
+        {"customer_id": []},
+        {"customer_id": {"x": 1}},
+        {"customer_id": "x" * 10_000},
+        {"customer_id": customer, "article_id": article},
+        {"k": 5},
+        {},
+        {"article_id": "0000000000"},
+        {"article_id": 108775015},
+    ]
+    requests = [(records(row), json_type) for row in bad_values]
+    requests += [
+        (
+            json.dumps({"dataframe_split": {"columns": list(r), "data": [list(r.values())]}}).encode(),
+            json_type,
+        )
+        for r in bad_values
+        if r
+    ]
+    requests += [
+        (records({"customer_id": customer}), {}),  # no Content-Type
+        (records({"customer_id": customer}), {"Content-Type": "text/plain"}),
+        (records({"customer_id": customer}), {"Content-Type": "application/xml"}),
+        (b"[" * 5000, json_type),
+        (b"{" * 100_000, json_type),
+        (b'{"dataframe_records": ' + b"[" * 40 + b"]" * 40 + b"}", json_type),
+        (b"{not json", json_type),
+        (b"", json_type),
+        (b"null", json_type),
+        (b"[]", json_type),
+        (b'"text"', json_type),
+        (b"\xff\xfe\x00garbage", json_type),
+        (json.dumps({"dataframe_recrds": [{"customer_id": customer}]}).encode(), json_type),
+        (json.dumps({"dataframe_records": {"customer_id": customer}}).encode(), json_type),
+        (json.dumps({"dataframe_records": [customer]}).encode(), json_type),
+        (json.dumps({"dataframe_split": [customer]}).encode(), json_type),
+        (json.dumps({"dataframe_split": {"columns": ["customer_id"], "data": customer}}).encode(), json_type),
+        (records(*[{"customer_id": customer}] * 1001), json_type),  # too many rows
+        (b'{"dataframe_records": [{"customer_id": "' + b"a" * (3 * 1024 * 1024) + b'"}]}', json_type),
+        (records({"customer_id": customer}), {**json_type, "X-Padding": "p" * 200_000}),
+        (records({"customer_id": customer}), {"Content-Type": "application/json; charset=latin-1"}),
+    ]
+    while len(requests) < 320:  # random damage to a good body: cut, flipped and inserted bytes
+        good = bytearray(records({"customer_id": customer, "k": 5, "exclude": [article]}))
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(good))
+            action = rng.choice(("cut", "flip", "insert"))
+            if action == "cut":
+                del good[position:]
+                good = good or bytearray(b"{")
+            elif action == "flip":
+                good[position] = rng.choice(b'{}[]",:\\\x00\xff')
+            else:
+                good[position:position] = bytes(rng.choice(b'{}[]",:') for _ in range(rng.randint(1, 30)))
+        try:
+            if json.loads(bytes(good)) is not None:
+                continue  # still valid JSON: may be a good request
+        except ValueError:
+            pass
+        requests.append((bytes(good), json_type))
+    return requests
+
+
+def test_fuzzed_requests_get_4xx_never_5xx_and_the_server_keeps_answering(guarded, recommender):
+    """Over 300 malformed requests over real HTTP: all 4xx, none slower than 5 s, short error bodies; a
+    valid request is answered afterwards."""
+    customer = sorted(recommender.history_rows)[0]
+    article = recommender.similar.iloc[0]["article_id"]
+    requests = _malformed_requests(customer, article)
+    assert len(requests) >= 300
+    failures = []
+    for body, headers in requests:
+        try:
+            status, answer, seconds = _raw_post(guarded, body, headers)
+        except (ConnectionError, OSError) as error:  # the server closed on us: that is no answer either
+            failures.append((body[:80], headers.keys(), repr(error)))
+            continue
+        if not 400 <= status < 500 or seconds > 5 or len(answer) > 4096:
+            failures.append((body[:80], list(headers), status, round(seconds, 2), answer[:200]))
+    assert not failures, failures[:10]
+    body = json.dumps({"dataframe_records": [{"customer_id": customer}]}).encode()
+    status, answer, _ = _raw_post(guarded, body, {"Content-Type": "application/json"})
+    assert status == 200, answer
+    assert (
+        json.loads(answer)["predictions"][0]["article_ids"]
+        == recommender.recommend([customer])[0].article_ids
+    )
+
+
+def test_guard_names_the_field_and_the_limit(guarded, recommender):
+    customer = sorted(recommender.history_rows)[0]
+    cases = [
+        ({"dataframe_records": [{"customer_id": customer, "exlude": []}]}, 400, "exlude"),
+        ({"dataframe_records": [{"customer_id": customer, "k": True}]}, 400, "k must be an integer"),
+        ({"dataframe_records": [{"customer_id": customer, "k": 12.5}]}, 400, "k must be an integer"),
+        ({"dataframe_records": [{"customer_id": customer}] * 1001}, 400, "1000"),
+    ]
+    for payload, expected, text in cases:
+        status, answer, _ = _raw_post(
+            guarded, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        assert status == expected and text in json.loads(answer)["message"], (payload, answer[:300])
+    status, answer, _ = _raw_post(guarded, b"x" * (3 * 1024 * 1024), {"Content-Type": "application/json"})
+    assert status == 413 and str(2 * 1024 * 1024) in json.loads(answer)["message"]
+
+
+def test_article_ids_without_the_leading_zero_mean_the_same_article(recommender, server):
+    """Ingest pads `108775015` to `0108775015`; serving and `exclude` read it the same way."""
+    article = next(a for a in recommender.similar["article_id"] if a.startswith("0"))
+    status, padded = _post(server, {"dataframe_records": [{"article_id": article, "k": 3}]})
+    status_short, short = _post(server, {"dataframe_records": [{"article_id": article.lstrip("0"), "k": 3}]})
+    assert status == status_short == 200, short
+    assert short["predictions"][0]["article_ids"] == padded["predictions"][0]["article_ids"]
+    customer = sorted(recommender.history_rows)[0]
+    first = recommender.recommend([customer])[0].article_ids[0]
+    status, body = _post(
+        server, {"dataframe_records": [{"customer_id": customer, "exclude": [first.lstrip("0")]}]}
+    )
+    assert status == 200 and first not in body["predictions"][0]["article_ids"], body

@@ -11,7 +11,7 @@ import pytest
 
 from fashionrec.data.schema import ARTICLES, CUSTOMERS, TRANSACTIONS
 from fashionrec.data.synthetic import generate
-from tests.conftest import HM_SAMPLE
+from tests.conftest import HM_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def frames(tiny_data):
 def test_headers_match_the_real_kaggle_files(tiny_data):
     for spec in (ARTICLES, CUSTOMERS, TRANSACTIONS):
         ours = (tiny_data / spec.default_file).read_text().splitlines()[0]
-        real = (HM_SAMPLE / spec.default_file).read_text().splitlines()[0]
+        real = (HM_ROWS / spec.default_file).read_text().splitlines()[0]
         assert ours == real == ",".join(spec.column_names)
 
 

@@ -43,6 +43,13 @@ class TableSpec:
         return [c.name for c in self.columns]
 
 
+def normalise_article_id(value: str, width: int = 10) -> str:
+    """The one spelling of an article id everywhere (ingest, serving, `exclude`): all-digit ids are
+    left-padded with zeros to Kaggle's 10 digits, so `108775015` and `0108775015` are the same article."""
+    text = value.strip()
+    return text.zfill(width) if text.isdigit() and len(text) < width else text
+
+
 ARTICLE_ID = Column("article_id", "id", required=True, pattern=ID_PATTERN, pad_digits=10)
 CUSTOMER_ID = Column("customer_id", "id", required=True, pattern=ID_PATTERN)
 

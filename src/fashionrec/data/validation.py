@@ -17,7 +17,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fashionrec.data.readers import CORRUPT, LINE, RAW
+from fashionrec.data.readers import CORRUPT, LINE, RAW, UNTERMINATED, VALID_UTF8
 from fashionrec.data.schema import Column, TableSpec
 
 PROBLEMS = "_problems"
@@ -32,6 +32,8 @@ NOT_A_DATE = "not_a_date"
 OUT_OF_RANGE = "out_of_range"
 NOT_ALLOWED = "not_allowed"
 DUPLICATE_KEY = "duplicate_key"
+INVALID_ENCODING = "invalid_encoding"  # bytes that are not UTF-8: never decoded into a table
+UNTERMINATED_QUOTE = "unterminated_quote"  # a quoted field still open MAX_RECORD_LINES lines later
 
 
 def unknown_reference(table: str) -> str:
@@ -65,6 +67,10 @@ class Validated:
 
 def _problem(condition: SparkColumn, column: str, reason: str) -> SparkColumn:
     return F.when(condition, F.struct(F.lit(column).alias("column"), F.lit(reason).alias("reason")))
+
+
+def _whole_line(reason: str) -> SparkColumn:
+    return F.array(_problem(F.lit(True), "_line", reason))
 
 
 def _typed(rule: Column, raw: SparkColumn) -> SparkColumn:
@@ -109,7 +115,8 @@ def _checks(rule: Column, raw: SparkColumn, typed: SparkColumn) -> list[SparkCol
 
 
 def validate(lines: DataFrame, spec: TableSpec) -> Validated:
-    """Type every column and collect its problems; a malformed line gets only `malformed_line`."""
+    """Type every column and collect its problems; a line that is not valid UTF-8, leaves a quote open or
+    does not parse gets only that one reason."""
     typed_cols = []
     checks: list[SparkColumn] = []
     for rule in spec.columns:
@@ -117,10 +124,15 @@ def validate(lines: DataFrame, spec: TableSpec) -> Validated:
         typed = _typed(rule, raw)
         typed_cols.append(typed.alias(rule.name))
         checks += _checks(rule, raw, typed)
+    encoding = ~F.col(VALID_UTF8)
+    unterminated = F.col(UNTERMINATED)
     malformed = F.col(CORRUPT).isNotNull()
-    bad = reduce(lambda a, b: a | b, [c.isNotNull() for c in checks], malformed)
-    problems = F.when(malformed, F.array(_problem(F.lit(True), "_line", MALFORMED_LINE))).otherwise(
-        F.array_compact(F.array(*checks))
+    bad = reduce(lambda a, b: a | b, [c.isNotNull() for c in checks], encoding | unterminated | malformed)
+    problems = (
+        F.when(encoding, _whole_line(INVALID_ENCODING))
+        .when(unterminated, _whole_line(UNTERMINATED_QUOTE))
+        .when(malformed, _whole_line(MALFORMED_LINE))
+        .otherwise(F.array_compact(F.array(*checks)))
     )
     rows = lines.select(
         LINE,

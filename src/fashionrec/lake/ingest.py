@@ -113,8 +113,11 @@ def _ingest_table(
     figures = {
         "table": spec.table,
         "source_file": source.path,
-        "rows_read": source.data_lines,
-        "sampled_out": source.data_lines - considered,
+        "lines_read": source.data_lines,
+        "blank_lines": source.blank_lines,
+        "continuation_lines": source.continuation_lines,
+        "rows_read": source.records,
+        "sampled_out": source.records - considered,
         "quarantined": bad_lines,
         "inserted": result.inserted,
         "updated": result.updated,

@@ -1,6 +1,8 @@
 """The quarantine table: every rejected source row with its file, line, column and reason.
 
 Keyed by a hash of (file, line, column, reason, text), so re-ingesting the same file adds nothing.
+`raw` is the line as valid UTF-8 text (invalid bytes replaced by U+FFFD) so that every reader, pandas
+included, can read it; `raw_bytes` keeps the line's exact bytes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pyspark.sql import functions as F
 
 from fashionrec.config.tables import TableLocator, Tables
 from fashionrec.data.readers import LINE, RAW
-from fashionrec.lake.tables import UpsertResult, upsert
+from fashionrec.lake.tables import UpsertResult, read_table, table_exists, upsert
 
 QUARANTINE_COLUMNS = [
     "quarantine_id",
@@ -20,6 +22,7 @@ QUARANTINE_COLUMNS = [
     "column",
     "reason",
     "raw",
+    "raw_bytes",
     "quarantined_at",
 ]
 
@@ -35,10 +38,21 @@ def quarantine_rows(problems: DataFrame, table: str, source_file: str) -> DataFr
         F.col(LINE).alias("line"),
         F.col("column"),
         F.col("reason"),
-        F.col(RAW).alias("raw"),
+        F.make_valid_utf8(F.col(RAW)).alias("raw"),
+        F.col(RAW).cast("binary").alias("raw_bytes"),
         F.current_timestamp().alias("quarantined_at"),
     )
 
 
 def write_quarantine(spark: SparkSession, tables: TableLocator, rows: DataFrame) -> UpsertResult:
+    if table_exists(spark, tables, Tables.QUARANTINE):
+        existing = set(read_table(spark, tables, Tables.QUARANTINE).columns)
+        if "raw_bytes" not in existing:  # a quarantine table written before raw bytes were kept
+            spark.sql(f"ALTER TABLE {_delta_name(tables)} ADD COLUMNS (raw_bytes BINARY)")
     return upsert(spark, tables, Tables.QUARANTINE, rows.select(*QUARANTINE_COLUMNS), keys=["quarantine_id"])
+
+
+def _delta_name(tables: TableLocator) -> str:
+    if tables.uses_catalog:
+        return tables.name(Tables.QUARANTINE)
+    return f"delta.`{tables.path(Tables.QUARANTINE)}`"

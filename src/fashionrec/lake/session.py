@@ -44,6 +44,9 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
     # Python tasks (barrier training, Hyperopt trials, pandas UDFs) must run in this interpreter, the
     # one with fashionrec and its pinned dependencies, not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Local Spark listens on this machine only: the UI binds to SPARK_LOCAL_IP (all interfaces otherwise)
+    # and the driver to spark.driver.bindAddress/host (the host's address otherwise).
+    local_ip = os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     partitions = os.environ.get("FASHIONREC_SHUFFLE_PARTITIONS", str(2 * cores if testing else 4 * cores))
     builder = (
         SparkSession.builder.appName(app_name)
@@ -52,6 +55,8 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.driver.memory", os.environ.get("FASHIONREC_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.bindAddress", local_ip)
+        .config("spark.driver.host", local_ip)
         .config("spark.sql.shuffle.partitions", partitions)
         .config("spark.default.parallelism", partitions)
         .config("spark.sql.session.timeZone", "UTC")

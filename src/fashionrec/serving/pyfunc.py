@@ -15,25 +15,20 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import shutil
 import tempfile
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, DataType, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import AnyType, Array
 
-from fashionrec.features.weeks import week_of
+from fashionrec.serving.requests import bad_request, parse_requests
 
-MAX_K = 100
 REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements.txt"
 MODEL_FILES = ("retrieval/towers", "retrieval/index.npz", "ranking/ranker", "ranking/pipeline.json")
 
@@ -42,8 +37,10 @@ SIGNATURE = ModelSignature(
         [
             ColSpec(DataType.string, "customer_id", required=False),
             ColSpec(DataType.string, "article_id", required=False),
-            ColSpec(DataType.long, "k", required=False),
-            ColSpec(Array(DataType.string), "exclude", required=False),
+            # `k` and `exclude` reach the model as sent (AnyType): MLflow would turn `true` or 12.5 into an
+            # integer before the model could reject them.
+            ColSpec(AnyType(), "k", required=False),
+            ColSpec(AnyType(), "exclude", required=False),
             ColSpec(DataType.string, "as_of", required=False),
         ]
     ),
@@ -57,80 +54,6 @@ SIGNATURE = ModelSignature(
         ]
     ),
 )
-
-
-def bad_request(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _text(value: Any, field: str, row: int) -> str | None:
-    if _missing(value):
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request(f"row {row}: {field} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _k(value: Any, row: int, default: int) -> int:
-    if _missing(value):
-        return default
-    if isinstance(value, bool) or not float(value).is_integer():
-        raise bad_request(f"row {row}: k must be an integer from 1 to {MAX_K}, got {value!r}")
-    k = int(value)
-    if not 1 <= k <= MAX_K:
-        raise bad_request(f"row {row}: k must be from 1 to {MAX_K}, got {k}")
-    return k
-
-
-def _exclude(value: Any, row: int) -> set[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return set()
-    if isinstance(value, str) or not hasattr(value, "__iter__"):
-        raise bad_request(f"row {row}: exclude must be a list of article ids, got {value!r}")
-    return {str(v) for v in value}
-
-
-def parse_requests(frame: pd.DataFrame, default_k: int, week: int) -> list[dict[str, Any]]:
-    """Validated requests, one per row; raises `bad_request` naming the row and the field."""
-    if frame.empty:
-        raise bad_request("no rows: send at least one customer_id or article_id")
-    unknown = set(frame.columns) - {"customer_id", "article_id", "k", "exclude", "as_of"}
-    if unknown:
-        raise bad_request(
-            f"unknown field(s) {sorted(unknown)}: use customer_id, article_id, k, exclude, as_of"
-        )
-    requests = []
-    columns = {name: frame[name].tolist() for name in frame.columns}  # cheaper than to_dict("records")
-    for i in range(len(frame)):
-        row = {name: values[i] for name, values in columns.items()}
-        customer = _text(row.get("customer_id"), "customer_id", i)
-        article = _text(row.get("article_id"), "article_id", i)
-        if (customer is None) == (article is None):
-            raise bad_request(f"row {i}: give exactly one of customer_id and article_id")
-        as_of = _text(row.get("as_of"), "as_of", i)
-        if as_of is not None:
-            try:
-                asked = week_of(date.fromisoformat(as_of))
-            except ValueError as error:
-                raise bad_request(f"row {i}: as_of must be a date YYYY-MM-DD, got {as_of!r}") from error
-            if asked != week:
-                raise bad_request(
-                    f"row {i}: this model answers for the week of its snapshot (week index {week}); "
-                    f"as_of {as_of} is another week: register a model built for that week"
-                )
-        requests.append(
-            {
-                "customer_id": customer,
-                "article_id": article,
-                "k": _k(row.get("k"), i, default_k),
-                "exclude": _exclude(row.get("exclude"), i),
-            }
-        )
-    return requests
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

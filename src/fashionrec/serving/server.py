@@ -15,6 +15,7 @@ callers, and this launcher serves the same MLflow app, model and environment wit
    call that releases the lock waits a switch interval to get it back. Each worker here predicts on one
    thread, one request after another.
 
+The app is MLflow's behind `serving.guard` (size, content-type, JSON and field checks: 4xx, never 5xx).
 On Databricks, Model Serving runs its own server; this is for the local server and self-hosting.
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 import uvicorn
 
 DEFAULT_MODEL_URI = "models:/fashionrec_recommender@champion"
-APP = "mlflow.pyfunc.scoring_server.app:app"
+APP = "fashionrec.serving.guard:guarded_mlflow_app"  # MLflow's scoring app behind the request guard
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def serve(config: ServeConfig) -> int:
         "host": config.host,
         "port": config.port,
         "loop": f"{__name__}:one_request_at_a_time_loop",
+        "factory": True,
     }
     listener = tcp_listener(config.host, config.port)
     print(f"serving {config.model_uri} on http://{config.host}:{config.port} with {config.workers} worker(s)")
