@@ -10,12 +10,13 @@ from benchmarks.common import machine, record
 from fashionrec.runner.report import print_figures
 
 BENCHMARKS = ["ingest", "features", "retrieval", "scoring", "images", "serving"]
+ON_REQUEST = ["soak", "realism", "backtest"]  # long: run with --only
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__)
-    parser.add_argument("--only", action="append", choices=BENCHMARKS)
-    parser.add_argument("--scale", default="full", choices=["tiny", "small", "full"])
+    parser.add_argument("--only", action="append", choices=BENCHMARKS + ON_REQUEST)
+    parser.add_argument("--scale", default="full", choices=["tiny", "small", "full", "real"])
     args = parser.parse_args()
     os.environ.setdefault("FASHIONREC_DRIVER_MEMORY", "16g")
     print(f"machine: {machine()}")

@@ -49,10 +49,10 @@ def test_online_answers_equal_the_recommendations_table(spark, job_run, recommen
         assert answer.sources == list(row["sources"]), answer.customer_id
 
 
-def test_batch_lists_equal_the_spark_ranking_pipeline(spark, job_run):
+def test_batch_lists_equal_the_spark_ranking_pipeline(spark, job_run, recommender):
     """Batch scoring runs the online recommender; the ranker was trained and evaluated on the Spark
-    pipeline (`ranking.pipeline`). For the week and table versions of `scoring_state`, both give the
-    same top-k."""
+    pipeline (`ranking.pipeline`). For the week and table versions of `scoring_state`, the ranker's lists
+    (method "pipeline", before the live method is applied) are the same top-k."""
     from fashionrec.config import Tables
     from fashionrec.features.article import article_features
     from fashionrec.features.customer import customer_features
@@ -103,11 +103,12 @@ def test_batch_lists_equal_the_spark_ranking_pipeline(spark, job_run):
         frame, Ranker.load(artifacts / RANKER_DIR), int(config["k"]), int(config["max_per_type"])
     )
     assert sorted(ranked["customer_id"]) == picked
+    online = {r.customer_id: r for r in recommender.recommend(picked, method="pipeline")}
     for customer, ids, scores, sources in ranked.itertuples(index=False):
-        row = table[customer]
-        assert ids == list(row["article_ids"]), customer
-        assert scores == pytest.approx(list(row["scores"]), rel=1e-4, abs=1e-5)
-        assert sources == list(row["sources"]), customer
+        answer = online[customer]
+        assert ids == answer.article_ids, customer
+        assert scores == pytest.approx(answer.scores, rel=1e-4, abs=1e-5)
+        assert sources == answer.sources, customer
 
 
 def test_exclude_k_unknown_customers_and_similar_items(recommender):
@@ -147,6 +148,11 @@ def test_champion_moves_only_when_the_new_version_is_no_worse():
     assert decide(0.05, 0.05)[0] == "champion"
     alias, reason = decide(0.04, 0.05)
     assert alias == "challenger" and "champion kept" in reason
+    alias, reason = decide(0.05, 0.04, 0.06, "repurchase_then_popular")
+    assert alias == "challenger" and "best baseline repurchase_then_popular" in reason
+    alias, reason = decide(0.05, None, 0.06, "repurchase_then_popular")
+    assert alias == "champion" and "below best baseline" in reason
+    assert decide(0.06, 0.05, 0.06)[0] == "champion"
 
 
 @pytest.fixture(scope="module")
@@ -486,6 +492,9 @@ def test_guard_names_the_field_and_the_limit(guarded, recommender):
         assert status == expected and text in json.loads(answer)["message"], (payload, answer[:300])
     status, answer, _ = _raw_post(guarded, b"x" * (3 * 1024 * 1024), {"Content-Type": "application/json"})
     assert status == 413 and str(2 * 1024 * 1024) in json.loads(answer)["message"]
+    body = json.dumps({"dataframe_records": [{"customer_id": customer}]}).encode()
+    status, answer, _ = _raw_post(guarded, body, {"Content-Type": "application/json", "X-Pad": "p" * 200_000})
+    assert status == 431 and str(16 * 1024) in json.loads(answer)["message"]
 
 
 def test_article_ids_without_the_leading_zero_mean_the_same_article(recommender, server):

@@ -19,6 +19,21 @@ def _variables(pairs: list[str]) -> dict[str, str]:
     return values
 
 
+def backtest_variables(given: dict[str, str], weeks: int) -> dict[str, str]:
+    """A backtest of a data folder gets a lakehouse and reports of its own (`backtests/<folder name>/`),
+    so backtesting real files never mixes them into the demo's lakehouse."""
+    from pathlib import Path
+
+    data_path = given.get("data_path", "data/small")
+    home = Path("backtests") / (Path(data_path).resolve().name or "data")
+    defaults = {
+        "lakehouse_dir": str(home / "lakehouse"),
+        "reports_dir": str(home / "reports"),
+        "artifacts_dir": str(home / "artifacts"),
+    }
+    return {**defaults, **given, "data_path": data_path, "backtest_weeks": str(weeks)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fashionrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -35,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--bundle-root", default=".", help="folder of databricks.yml")
     run.add_argument("--summary", default="reports/latest_run.json", help="where to write the run summary")
+
+    backtest = commands.add_parser(
+        "backtest", help="walk-forward backtest of every method over the last K weeks of a data folder"
+    )
+    backtest.add_argument("--weeks", type=int, default=8, help="reported weeks (default 8)")
+    backtest.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE", help="override a bundle variable"
+    )
+    backtest.add_argument("--bundle-root", default=".", help="folder of databricks.yml")
 
     tasks = commands.add_parser("tasks", help="list the job's tasks in run order with their parameters")
     tasks.add_argument("--target", default="local")
@@ -82,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from fashionrec.runner.local import run_job
 
+        if args.command == "backtest":
+            variables = backtest_variables(_variables(args.var), args.weeks)
+            summary = f"{variables['reports_dir']}/latest_run.json"
+            result = run_job(args.bundle_root, "fashionrec_backtest", "local", variables, None, summary)
+            return 1 if result.failed else 0
         result = run_job(
             args.bundle_root, args.job, args.target, _variables(args.var), args.only, args.summary
         )

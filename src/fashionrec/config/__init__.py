@@ -1,6 +1,7 @@
 """Typed task parameters and table names; no Spark here."""
 
 from fashionrec.config.params import (
+    BacktestParams,
     EvaluateParams,
     FeaturesParams,
     ImageIndexParams,
@@ -18,6 +19,7 @@ from fashionrec.config.params import (
 from fashionrec.config.tables import TableLocator, Tables
 
 __all__ = [
+    "BacktestParams",
     "EvaluateParams",
     "FeaturesParams",
     "ImageIndexParams",

@@ -212,6 +212,11 @@ class RankingParams(LakeParams):
     # Diversity pass: at most this many articles of one product type in a top-k (0: off).
     max_per_type: int = 4
     k: int = 12
+    # What batch scoring writes and the model serves: "auto" chooses on the validation buyers that did not
+    # train the ranker among pipeline, repurchase_<n>_then_pipeline and repurchase_then_popular (the
+    # baseline stays live unless another method beats it with `live_confidence`); or one of those names.
+    live_method: str = "auto"
+    live_confidence: float = 0.9
     # Above this many training rows the ranker trains with xgboost.spark across the cluster.
     distributed_above_rows: int = 5_000_000
     seed: int = 42
@@ -313,3 +318,37 @@ class RegisterParams(LakeParams):
     experiment: str = "fashionrec"
     # Registered model name (a three-level catalog.schema.name in Unity Catalog).
     model_name: str = "fashionrec_recommender"
+
+
+@dataclass(frozen=True)
+class BacktestParams(RankingParams):
+    """Walk-forward backtest: for each of the last `weeks` weeks, everything that learns (features, ranker,
+    the choice of the live method) uses only the weeks before it; every method's top-k is scored on it.
+
+    The ranker settings are the train_ranker task's. Per fold, the ranker learns from `train_weeks` weeks
+    of buyers and stops early / picks its objective and already-bought window on the week before the fold.
+    The live method of a fold is chosen on all earlier folds (`validation_weeks` of them come before the
+    reported ones) as in train_ranker: the default stays unless another method beats it with
+    `live_confidence`; with fewer than `min_choice_weeks` earlier folds it is the default.
+    """
+
+    weeks: int = 8
+    validation_weeks: int = 4
+    min_choice_weeks: int = 2
+    train_weeks: int = 3
+    # The two-tower would have to be retrained for each fold: off unless asked for.
+    two_tower_candidates: int = 0
+    random_negatives: int = 0
+    # Cut-offs of the blends "the customer's own recent articles first, then the ranker's list".
+    blend_cutoffs: str = "1,2,4,6,12"
+    bootstrap_samples: int = 1000
+    default_method: str = "repurchase_then_popular"
+
+    @property
+    def cutoffs(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.blend_cutoffs.split(",") if c.strip())
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weeks < 1 or self.validation_weeks < 0 or self.train_weeks < 1:
+            raise ValueError("weeks and train_weeks must be >= 1, validation_weeks >= 0")

@@ -26,6 +26,7 @@ class Tables:
     RETRIEVAL_CANDIDATES = "retrieval_candidates"
     ARTICLE_AVAILABILITY = "article_availability"
     RANKED_CANDIDATES = "ranked_candidates"
+    BACKTEST_LISTS = "backtest_lists"
     RECOMMENDATIONS = "recommendations"
     SCORING_STATE = "scoring_state"
     ARTICLE_IMAGES = "article_images"

@@ -171,6 +171,7 @@ def _quarantine(bad: DataFrame) -> DataFrame:
         F.lit("content").alias("column"),
         F.col("reason"),
         F.concat(F.lit("bytes="), F.coalesce(F.length("content"), F.lit(0)).cast("string")).alias("raw"),
+        F.lit(None).cast("binary").alias("raw_bytes"),  # the image itself stays where it is
         F.current_timestamp().alias("quarantined_at"),
     ).select(*QUARANTINE_COLUMNS)
 

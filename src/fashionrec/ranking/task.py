@@ -29,7 +29,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fashionrec.config import RankingParams, Tables
+from fashionrec.evaluation import baselines as baseline_lists
 from fashionrec.evaluation.metrics import average_precision_at_k
+from fashionrec.evaluation.pooled import choose, scores
 from fashionrec.evaluation.report import map_bar_chart, metric_rows
 from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
 from fashionrec.features.splits import Splits
@@ -39,6 +41,7 @@ from fashionrec.lake.tables import current_version, overwrite_table, read_table
 from fashionrec.ranking.candidates import SOURCES, CandidateCounts, candidate_recall
 from fashionrec.ranking.features import FEATURES, with_labels
 from fashionrec.ranking.filters import FilterRules
+from fashionrec.ranking.live import BASELINE, BLEND_CUTOFFS, PIPELINE, LiveChoice, blend_name, live_lists
 from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit, fit_distributed
 from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
 from fashionrec.ranking.rank import rank_frame
@@ -126,7 +129,7 @@ def _qid(frame: pd.DataFrame, week: int) -> pd.DataFrame:
     return frame.assign(qid=week * 10_000_000 + codes, week=week)
 
 
-def _with_positives(frame: pd.DataFrame) -> pd.DataFrame:
+def with_positives(frame: pd.DataFrame) -> pd.DataFrame:
     """Groups with at least one purchase: the only ones a ranking objective learns from."""
     has = frame.groupby("customer_id")["label"].transform("max") > 0
     return frame[has]
@@ -144,11 +147,11 @@ def map_at_k(actual: dict[str, list[str]], predicted: dict[str, list[str]], k: i
     return float(np.mean(scores)) if scores else 0.0
 
 
-def _lists(ranked: pd.DataFrame) -> dict[str, list[str]]:
+def ranked_lists(ranked: pd.DataFrame) -> dict[str, list[str]]:
     return dict(zip(ranked["customer_id"], ranked["article_ids"], strict=True))
 
 
-def _bought_within(frame: pd.DataFrame, weeks: int) -> pd.Series:
+def bought_within(frame: pd.DataFrame, weeks: int) -> pd.Series:
     """The already-bought rule on feature columns: a purchase in the last `weeks` weeks."""
     if weeks <= 0:
         return pd.Series(False, index=frame.index)
@@ -194,7 +197,7 @@ def _snapshot(spark: SparkSession, params: RankingParams) -> tuple[dict[str, Dat
     return snapshot, versions  # type: ignore[return-value]
 
 
-def _week_frame(
+def week_frame(
     spark: SparkSession,
     params: RankingParams,
     snapshot: dict[str, DataFrame],
@@ -220,6 +223,33 @@ def _week_frame(
     return _qid(frame, week), recall, counts
 
 
+def live_methods(
+    tx: DataFrame, targets: DataFrame, week: int, ranked: dict[str, list[str]], k: int
+) -> dict[str, dict[str, list[str]]]:
+    """Every method the live choice is made among, for the customers of `targets` in `week`: the ranker's
+    list, the blends of own recent articles and the ranker, and repurchase-then-popular."""
+    own = baseline_lists.repurchase(tx, targets, week, k, fallback=[])
+    popular = baseline_lists.decayed_popularity(tx, week, k)
+    customers = [r["customer_id"] for r in targets.select("customer_id").collect()]
+    names = [PIPELINE, BASELINE, *map(blend_name, BLEND_CUTOFFS)]
+    return {
+        name: {c: live_lists(name, own.get(c, []), ranked.get(c, []), popular, k) for c in customers}
+        for name in names
+    }
+
+
+def choose_live(
+    params: RankingParams, actual: dict[str, list[str]], methods: dict[str, dict[str, list[str]]]
+) -> LiveChoice:
+    """The live method on the validation buyers that did not train the ranker: repurchase-then-popular
+    unless another method beats it surely (`evaluation.pooled.choose`), or the one `live_method` names."""
+    if params.live_method != "auto":
+        return LiveChoice(params.live_method, "set by the live_method parameter")
+    per_method = {name: list(scores(actual, lists, params.k).values()) for name, lists in methods.items()}
+    name, why = choose(per_method, BASELINE, 1, 1, params.live_confidence, 1000, params.seed)
+    return LiveChoice(name, f"on {len(actual)} validation buyers: {why}")
+
+
 def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-train-ranker")
     started = time.perf_counter()
@@ -233,7 +263,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     train_parts, figures_weeks = [], {}
     for week in range(val_week - params.train_weeks, val_week):  # may be empty (train_weeks 0)
         truth = _sample(week_truth(tx, week), params.max_train_customers, params.seed).persist()
-        frame, recall, _ = _week_frame(
+        frame, recall, _ = week_frame(
             spark, params, snapshot, week, truth, base_rules, params.random_negatives
         )
         truth.unpersist()
@@ -244,7 +274,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
             **recall,
         }
     val_truth = truth_table.where(F.col("split") == "val").select("customer_id", "article_ids").persist()
-    val, val_recall, _ = _week_frame(spark, params, snapshot, val_week, val_truth, base_rules, 0)
+    val, val_recall, _ = week_frame(spark, params, snapshot, val_week, val_truth, base_rules, 0)
     val_actual = {r["customer_id"]: list(r["article_ids"]) for r in val_truth.collect()}
     val_truth.unpersist()
     if params.validation_train_share > 0:
@@ -254,7 +284,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         train_parts.append(val[learn])
         val = val[~learn]
         val_actual = {c: a for c, a in val_actual.items() if c in set(val["customer_id"])}
-    train = _with_positives(pd.concat(train_parts, ignore_index=True))
+    train = with_positives(pd.concat(train_parts, ignore_index=True))
 
     booster = BoosterParams(
         max_depth=params.max_depth, learning_rate=params.learning_rate, rounds=params.rounds
@@ -267,18 +297,18 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         if distributed:
             ranker, rounds = fit_distributed(
                 spark.createDataFrame(train[["qid", "label", *FEATURES]]),
-                spark.createDataFrame(_with_positives(val)[["qid", "label", *FEATURES]]),
+                spark.createDataFrame(with_positives(val)[["qid", "label", *FEATURES]]),
                 FEATURES,
                 objective,
                 booster,
                 spark.sparkContext.defaultParallelism,
             )
         else:
-            ranker, rounds = fit(train, _with_positives(val), FEATURES, objective, booster)
+            ranker, rounds = fit(train, with_positives(val), FEATURES, objective, booster)
         for window in windows:
-            kept = val[~_bought_within(val, window)]
+            kept = val[~bought_within(val, window)]
             score = map_at_k(
-                val_actual, _lists(rank_frame(kept, ranker, params.k, params.max_per_type)), params.k
+                val_actual, ranked_lists(rank_frame(kept, ranker, params.k, params.max_per_type)), params.k
             )
             choices.append(
                 {
@@ -294,12 +324,18 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     _, ranker, window = best
     ranker.save(Path(params.artifacts_dir) / RANKER_DIR)
     rules = FilterRules(window, params.filter_out_of_stock, params.filter_region, params.filter_age)
+    val_ranked = ranked_lists(
+        rank_frame(val[~bought_within(val, window)], ranker, params.k, params.max_per_type)
+    )
+    val_targets = spark.createDataFrame([(c,) for c in sorted(val_actual)], "customer_id string")
+    live = choose_live(params, val_actual, live_methods(tx, val_targets, val_week, val_ranked, params.k))
     config = {
         "rules": asdict(rules),
         "candidates": asdict(candidate_counts(params)),
         "max_per_type": params.max_per_type,
         "k": params.k,
         "objective": ranker.objective,
+        "live": asdict(live),
     }
     config_path = Path(params.artifacts_dir) / CONFIG_FILE
     tmp = config_path.with_name(config_path.name + ".tmp")
@@ -308,12 +344,12 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
 
     # Test week: the chosen rules through the Spark path, then the same ranking function as batch scoring.
     test_truth = truth_table.where(F.col("split") == "test").select("customer_id", "article_ids").persist()
-    test, test_recall, filter_removed = _week_frame(spark, params, snapshot, test_week, test_truth, rules, 0)
+    test, test_recall, filter_removed = week_frame(spark, params, snapshot, test_week, test_truth, rules, 0)
     actual = {r["customer_id"]: list(r["article_ids"]) for r in test_truth.collect()}
     ranked = rank_frame(test, ranker, max(params.k, 100), params.max_per_type)
-    pipeline = _lists(ranked)
-    no_diversity = _lists(rank_frame(test, ranker, params.k, 0))
-    retrieval_only = _lists(
+    pipeline = ranked_lists(ranked)
+    no_diversity = ranked_lists(rank_frame(test, ranker, params.k, 0))
+    retrieval_only = ranked_lists(
         test[test["rank_two_tower"] < 999]
         .sort_values(["customer_id", "rank_two_tower"])
         .groupby("customer_id")["article_id"]
@@ -327,6 +363,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         "full_pipeline": pipeline,
         "full_pipeline_no_diversity": no_diversity,
         "two_tower_only": retrieval_only,
+        "live": live_methods(tx, targets, test_week, pipeline, params.k)[live.name],
     }
     oracle = oracle_method(params.data_path, tx, targets, test_week, 100)
     if oracle is not None:
@@ -355,15 +392,23 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     baselines = [
         m
         for m in results
-        if m not in ("oracle", "full_pipeline", "full_pipeline_no_diversity", "two_tower_only")
+        if m not in ("oracle", "full_pipeline", "full_pipeline_no_diversity", "two_tower_only", "live")
     ]
     best_baseline = max(baselines, key=lambda m: results[m][key])
     pipeline_map = results["full_pipeline"][key]
+    live_map = results["live"][key]
     quality_path = Path(params.artifacts_dir) / QUALITY_FILE  # what `register` compares champions by
     tmp = quality_path.with_name(quality_path.name + ".tmp")
     tmp.write_text(
         json.dumps(
-            {"test_week": str(first_day(test_week)), key: pipeline_map, "best_baseline": best_baseline}
+            {
+                "test_week": str(first_day(test_week)),
+                key: live_map,  # what is served
+                "live_method": live.name,
+                "pipeline_map@12": pipeline_map,
+                "best_baseline": best_baseline,
+                "best_baseline_map@12": results[best_baseline][key],
+            }
         )
     )
     tmp.replace(quality_path)
@@ -378,6 +423,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
             {
                 "objective": ranker.objective,
                 "already_bought_weeks": window,
+                "live_method": live.name,
                 "max_per_type": params.max_per_type,
                 "train_rows": len(train),
                 "distributed": distributed,
@@ -411,6 +457,10 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
             }
             for r in rows
         ],
+        "live_method": live.name,
+        "live_why": live.why,
+        "live_map@12": round(live_map, 5),
+        "live_vs_best_baseline": f"{live_map / max(results[best_baseline][key], 1e-9):.2f}x",
         "full_pipeline_map@12": round(pipeline_map, 5),
         "best_baseline": best_baseline,
         "margin_over_best_baseline": f"{pipeline_map / max(results[best_baseline][key], 1e-9):.2f}x",

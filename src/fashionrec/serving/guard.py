@@ -5,6 +5,7 @@ MLflow's app (what `mlflow models serve` runs) answers 500 to a request without 
 deeply nested JSON body (RecursionError), echoes a whole invalid body back in its error message, reads
 bodies of any size, and silently drops request fields its signature does not name. The guard checks, before
 the model is reached:
+- the headers' size (`MAX_HEADER_BYTES`, 431: the HTTP parser itself accepts any size);
 - the body's size (`MAX_BODY_BYTES`, 413 from `Content-Length` before reading, or while reading);
 - the content type (415 when missing or not JSON/CSV/Parquet);
 - JSON: valid, at most `MAX_JSON_DEPTH` deep, one of MLflow's top-level fields, only the request fields the
@@ -23,6 +24,7 @@ from typing import Any
 from fashionrec.serving.requests import MAX_ROWS, REQUEST_FIELDS
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # all header names and values together, as nginx's default large buffers
 MAX_JSON_DEPTH = 32
 MAX_ERROR_BYTES = 2048
 TOP_LEVEL_FIELDS = ("dataframe_records", "dataframe_split", "instances", "inputs", "params")
@@ -181,6 +183,11 @@ class RequestGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) for k, v in scope.get("headers", []))
+            if size > MAX_HEADER_BYTES:
+                await _answer(send, 431, f"the headers have {size} bytes; the limit is {MAX_HEADER_BYTES}")
+                return
         if scope["type"] != "http" or scope.get("path") != "/invocations" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return

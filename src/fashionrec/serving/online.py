@@ -24,6 +24,7 @@ import pyarrow as pa
 from fashionrec.features.history import HISTORY_LENGTH, HISTORY_WEEKS
 from fashionrec.features.weeks import EPOCH
 from fashionrec.ranking.candidates import ABSENT_RANK, SOURCES
+from fashionrec.ranking.live import PIPELINE, live_lists, own_recent
 from fashionrec.ranking.model import Ranker
 from fashionrec.ranking.rank import rank_arrays
 from fashionrec.ranking.task import RANKER_DIR
@@ -141,6 +142,9 @@ class OnlineRecommender:
         tops = pd.read_parquet(folder / "tops.parquet")
         trending = tops[tops["list"] == "trending"].sort_values("source_rank")
         self.trending = trending[["article_id", "source_rank", "source_score"]].reset_index(drop=True)
+        decayed = tops[tops["list"] == "decayed_popularity"].sort_values("source_rank")
+        self.popular = decayed["article_id"].tolist()  # the baseline's list, for the live method
+        self.live = str(pipeline.get("live", {}).get("name", PIPELINE))
         bands = tops[tops["list"] == "age_band"].sort_values(["band", "source_rank"])
         self.bands = {
             int(b): g[["article_id", "source_rank", "source_score"]].reset_index(drop=True)
@@ -407,10 +411,13 @@ class OnlineRecommender:
         return _union(customer_ids, who, articles, slots, ranks, scores)
 
     # --- filters ----------------------------------------------------------------------------------
-    def keep(self, customer_ids: list[str], article_ids: list[str]) -> np.ndarray:
+    def keep(
+        self, customer_ids: list[str], article_ids: list[str], already_bought: bool = True
+    ) -> np.ndarray:
         """`apply_filters`'s keep flag for (customer, article) rows: not bought within the window, in
-        stock, sold in the customer's region and not age-restricted for them (each rule that is on)."""
-        weeks = int(self.rules.get("already_bought_weeks", 0))
+        stock, sold in the customer's region and not age-restricted for them (each rule that is on).
+        `already_bought=False` skips the first rule (the live method's own recent articles)."""
+        weeks = int(self.rules.get("already_bought_weeks", 0)) if already_bought else 0
         on = bool(self.meta["has_availability"])  # without the availability table the rules have no data
         stock, region, age = (on and bool(self.rules.get(r, True)) for r in ("out_of_stock", "region", "age"))
         person, people = pd.factorize(np.asarray(customer_ids, dtype=object))
@@ -563,10 +570,17 @@ class OnlineRecommender:
         )
 
     def recommend(
-        self, customer_ids: list[str], k: int | None = None, exclude: set[str] | None = None
+        self,
+        customer_ids: list[str],
+        k: int | None = None,
+        exclude: set[str] | None = None,
+        method: str | None = None,
     ) -> list[Recommendation]:
-        """Top-`k` (default: the pipeline's k) for each customer, in input order."""
+        """Top-`k` (default: the pipeline's k) for each customer, in input order, by the live method
+        (`ranking.live`; `method` overrides it, e.g. "pipeline" for the ranker's lists alone)."""
         k, exclude = k or self.k, exclude or set()
+        method = method or self.live
+        ranked_k = k if method == PIPELINE else 2 * k  # a blend may drop ranked articles it already holds
         warm = [c for c in dict.fromkeys(customer_ids) if self.is_warm(c)]
         answers: dict[str, Recommendation] = {}
         if warm:
@@ -587,12 +601,44 @@ class OnlineRecommender:
                     self.ranker.score_matrix(features),
                     product_type,
                     candidates.sources,
-                    k,
+                    ranked_k,
                     self.max_per_type,
                 )
             for customer, articles, scores, sources in ranked:
                 answers[customer] = Recommendation(customer, articles, scores, sources, False)
+            if method != PIPELINE:
+                with self.timer.stage("live"):
+                    answers = self._live(method, answers, k, exclude)
         return [answers[c] if c in answers else self.fallback(c, k, exclude) for c in customer_ids]
+
+    def _live(
+        self, method: str, ranked: dict[str, Recommendation], k: int, exclude: set[str]
+    ) -> dict[str, Recommendation]:
+        """The live method's lists from the ranker's: own recent articles and the baseline's popular list
+        pass the business rules (not the already-bought one) and `exclude`, as the ranked ones did."""
+        out = {}
+        for customer, answer in ranked.items():
+            own = own_recent(self.history_rows.get(customer, []), self.first_day, k)
+            pool = own + [a for a in self.popular if a not in set(own)]
+            allowed = self.keep([customer] * len(pool), pool, already_bought=False)
+            kept = {a for a, ok in zip(pool, allowed, strict=True) if ok and a not in exclude}
+            articles = live_lists(
+                method,
+                [a for a in own if a in kept],
+                answer.article_ids,
+                [a for a in self.popular if a in kept],
+                k,
+            )
+            score = dict(zip(answer.article_ids, answer.scores, strict=True))
+            source = dict(zip(answer.article_ids, answer.sources, strict=True))
+            out[customer] = Recommendation(
+                customer,
+                articles,
+                [float(score.get(a, 0.0)) for a in articles],
+                [source.get(a, "repurchase" if a in set(own) else "popular") for a in articles],
+                False,
+            )
+        return out
 
     def similar_items(self, article_id: str, k: int) -> list[tuple[str, float]]:
         """The visual neighbours of an article, closest first."""

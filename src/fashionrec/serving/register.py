@@ -41,10 +41,18 @@ def registered_name(params: RegisterParams) -> str:
     return f"{params.catalog}.{params.schema}.{params.model_name}" if params.catalog else params.model_name
 
 
-def decide(new_map: float, champion_map: float | None) -> tuple[str, str]:
-    """(alias, reason) for a new version given the champion's MAP@12 (None: no champion yet)."""
+def decide(
+    new_map: float, champion_map: float | None, baseline_map: float | None = None, baseline: str = "baseline"
+) -> tuple[str, str]:
+    """(alias, reason) for a new version given the champion's MAP@12 (None: no champion yet) and the best
+    baseline's on the same test week: a version below the best baseline never replaces a champion (the
+    first version is served all the same, since there is nothing else to serve, and the reason says so)."""
+    below = baseline_map is not None and new_map < baseline_map
     if champion_map is None:
-        return "champion", "first registered version"
+        note = f" (below best baseline {baseline}'s {baseline_map:.4f})" if below else ""
+        return "champion", f"first registered version{note}"
+    if below:
+        return "challenger", f"test MAP@12 {new_map:.4f} < best baseline {baseline}'s {baseline_map:.4f}"
     if new_map >= champion_map:
         return "champion", f"test MAP@12 {new_map:.4f} >= champion's {champion_map:.4f}"
     return "challenger", f"test MAP@12 {new_map:.4f} < champion's {champion_map:.4f}: champion kept"
@@ -84,7 +92,13 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         tagged = champion.tags.get(METRIC_TAG)
         champion_map = float(tagged) if tagged is not None else None
     version = mlflow.register_model(info.model_uri, name, tags={METRIC_TAG: str(new_map)})
-    alias, reason = decide(new_map, champion_map)
+    baseline_map = quality.get("best_baseline_map@12")
+    alias, reason = decide(
+        new_map,
+        champion_map,
+        None if baseline_map is None else float(baseline_map),
+        quality.get("best_baseline", ""),
+    )
     client.set_registered_model_alias(name, alias, version.version)
     return {
         "model_name": name,
@@ -92,6 +106,8 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         "alias": alias,
         "reason": reason,
         "test_map@12": round(new_map, 5),
+        "live_method": quality.get("live_method", "pipeline"),
+        "best_baseline": quality.get("best_baseline"),
         "champion_before": int(champion.version) if champion is not None else None,
         "snapshot_week": snapshot["week_start"],
         "snapshot_rows": snapshot["rows"],

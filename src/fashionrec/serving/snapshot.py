@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import TableLocator, Tables
+from fashionrec.evaluation import baselines
 from fashionrec.evaluation.baselines import age_band
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
@@ -83,6 +84,19 @@ def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFr
     ).join(features, "customer_id", "left")
 
 
+def decayed_top(spark: SparkSession, global_tx: DataFrame, week: int, k: int) -> DataFrame:
+    """The repurchase-then-popular baseline's popular list (list `decayed_popularity`), for the live
+    method when the baseline is live."""
+    ids = baselines.decayed_popularity(global_tx, week, k)
+    rows = [
+        ("decayed_popularity", None, a, rank, float(len(ids) - rank + 1)) for rank, a in enumerate(ids, 1)
+    ]
+    schema = "list string, band int, article_id string, source_rank int, source_score double"
+    return spark.createDataFrame(rows, schema).select(
+        "band", "article_id", "source_rank", "source_score", "list"
+    )
+
+
 def write_global_part(
     spark: SparkSession, tables: TableLocator, artifacts_dir: str | Path, folder: Path, state: dict[str, Any]
 ) -> dict[str, Any]:
@@ -133,6 +147,7 @@ def write_global_part(
         .withColumn("band", F.lit(None).cast("int"))
         .withColumn("list", F.lit("trending"))
         .unionByName(age_band_tops(global_tx, customers, week, depth).withColumn("list", F.lit("age_band")))
+        .unionByName(decayed_top(spark, global_tx, week, k))
         .select("list", "band", "article_id", "source_rank", F.col("source_score").cast("double"))
     )
     rows["tops"] = _write(tops, folder, "tops")

@@ -1,0 +1,43 @@
+"""Walk-forward backtest benchmark: 8 reported weeks (after 4 choice weeks) on the real development set
+`../shared/hm_real_dev` (with `--scale real`, the default here) or on a generated set (`--scale small`:
+`data/small`, written by `make demo`). Prints the pooled table, the live method's lift over
+repurchase-then-popularity with its 95% interval, and the wall time (target: 30 minutes on hm_real_dev).
+`python -m benchmarks --only backtest [--scale small]`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fashionrec.__main__ import backtest_variables
+from fashionrec.runner.local import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "hm_real_dev"
+
+
+def run(scale: str) -> dict[str, Any]:
+    folder = Path("data") / scale if scale in ("tiny", "small") else REAL
+    if not (folder / "transactions_train.csv").exists():
+        raise RuntimeError(
+            f"no data in {folder}: `make demo` writes data/small; hm_real_dev lives in ../shared"
+        )
+    variables = backtest_variables({"data_path": str(folder)}, weeks=8)
+    started = time.perf_counter()
+    result = run_job(
+        ROOT, "fashionrec_backtest", "local", variables, None, Path(variables["reports_dir"]) / "run.json"
+    )
+    if result.failed:
+        raise RuntimeError(f"backtest failed: {result.figures[result.failed]}")
+    figures = result.figures["backtest"]
+    keep = (
+        "data",
+        "reported_weeks",
+        "customer_weeks",
+        "pooled",
+        "live_vs_baseline",
+        "pipeline_vs_baseline",
+        "candidate_recall",
+    )
+    return {**{k: figures[k] for k in keep}, "wall_seconds": round(time.perf_counter() - started, 1)}

@@ -1,0 +1,329 @@
+"""Task `backtest`: walk-forward evaluation of every method over the last K weeks.
+
+For each fold week W (the `validation_weeks` before the reported `weeks`, then the reported ones):
+- features as of each week use only purchases before it (the features package's point-in-time functions);
+- candidates, filters and ranker features are the train_ranker task's (`ranking.task.week_frame`), so the
+  backtest measures the pipeline that is shipped, not a copy of it;
+- the ranker learns from the `train_weeks` weeks before W-1 and stops early, picks its objective and the
+  already-bought window on W-1; it ranks W's buyers;
+- the baselines, blends of "own recent articles first, then the ranker", and the oracle (synthetic data)
+  are scored on the same buyers;
+- the live method of W is the best by pooled MAP@k over the folds before W (`backtest.scoring.choose`), so
+  its score on W is out of sample: the safety net is measured, not assumed.
+Every fold's lists go to the Delta table `backtest_lists` (test_week, method, customer_id, article_ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fashionrec.config import BacktestParams, Tables
+from fashionrec.evaluation import baselines
+from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
+from fashionrec.evaluation.task import baseline_methods, oracle_method
+from fashionrec.features.article import article_features
+from fashionrec.features.customer import customer_features
+from fashionrec.features.weeks import first_day, week_col
+from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import current_version, overwrite_table, read_table
+from fashionrec.ranking.features import FEATURES
+from fashionrec.ranking.filters import FilterRules
+from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
+from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit
+from fashionrec.ranking.rank import rank_frame
+from fashionrec.ranking.task import (
+    ALREADY_BOUGHT_CHOICES,
+    bought_within,
+    map_at_k,
+    ranked_lists,
+    week_frame,
+    week_truth,
+    with_positives,
+)
+from fashionrec.training.tracking import metric_name, tracked_run
+from fashionrec.training.tuning import absolute_tracking_uri
+
+log = logging.getLogger(__name__)
+
+LIVE = "live"
+NOT_CHOOSABLE = ("oracle", LIVE)
+Lists = dict[str, list[str]]
+
+
+def _snapshot(spark: SparkSession, params: BacktestParams) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    versions = {
+        t: current_version(spark, params.tables, t)
+        for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES)
+    }
+    missing = [t for t, v in versions.items() if v is None]
+    if missing:
+        raise ValueError(
+            f"table(s) {', '.join(missing)} not found in {params.tables.describe()}: run ingest first"
+        )
+    for table in (Tables.ARTICLE_AVAILABILITY, Tables.SIMILAR_ARTICLES):
+        version = current_version(spark, params.tables, table)
+        if version is not None:
+            versions[table] = version
+    snapshot = {t: read_table(spark, params.tables, t, version=v) for t, v in versions.items()}
+    return snapshot, versions  # type: ignore[return-value]
+
+
+def _fit_fold(
+    params: BacktestParams, frames: dict[int, pd.DataFrame], truths: dict[int, Lists], week: int
+) -> tuple[Ranker | None, int, dict[str, Any]]:
+    """The fold's ranker: trained on the weeks before W-1, early stopping and choices on W-1."""
+    train_weeks = [w for w in range(week - 1 - params.train_weeks, week - 1) if w in frames]
+    valid_week = week - 1
+    if not train_weeks or valid_week not in frames:
+        return None, 0, {"why": "not enough earlier weeks with buyers"}
+    train = with_positives(pd.concat([frames[w] for w in train_weeks], ignore_index=True))
+    valid = frames[valid_week]
+    if train.empty or with_positives(valid).empty:
+        return None, 0, {"why": "no purchase among the candidates of the training or validation weeks"}
+    booster = BoosterParams(
+        max_depth=params.max_depth, learning_rate=params.learning_rate, rounds=params.rounds
+    )
+    objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
+    windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
+    best: tuple[float, Ranker, int, int] | None = None
+    for objective in objectives:
+        ranker, rounds = fit(train, with_positives(valid), FEATURES, objective, booster)
+        for window in windows:
+            kept = valid[~bought_within(valid, window)]
+            score = map_at_k(
+                truths[valid_week],
+                ranked_lists(rank_frame(kept, ranker, params.k, params.max_per_type)),
+                params.k,
+            )
+            if best is None or score > best[0]:
+                best = (score, ranker, window, rounds)
+    assert best is not None
+    score, ranker, window, rounds = best
+    chosen = {
+        "objective": ranker.objective,
+        "already_bought_weeks": window,
+        "rounds": rounds,
+        "train_rows": len(train),
+        "val_map": round(score, 5),
+    }
+    return ranker, window, chosen
+
+
+def _fold_methods(
+    params: BacktestParams,
+    snapshot: dict[str, DataFrame],
+    frames: dict[int, pd.DataFrame],
+    truths: dict[int, Lists],
+    week: int,
+) -> tuple[dict[str, Lists], dict[str, Any]]:
+    """Every method's top-k for the buyers of `week`."""
+    spark = snapshot[Tables.TRANSACTIONS].sparkSession
+    tx, customers = snapshot[Tables.TRANSACTIONS], snapshot[Tables.CUSTOMERS]
+    buyers = sorted(truths[week])
+    targets = spark.createDataFrame([(c,) for c in buyers], "customer_id string")
+    methods: dict[str, Lists] = dict(baseline_methods(tx, customers, targets, week, params.k))
+    ranker, window, chosen = _fit_fold(params, frames, truths, week)
+    pipeline: Lists = {}
+    if ranker is not None:
+        test = frames[week]
+        pipeline = ranked_lists(
+            rank_frame(test[~bought_within(test, window)], ranker, params.k, params.max_per_type)
+        )
+    # Customers without candidates get the baseline's list rather than nothing.
+    methods[PIPELINE] = {c: pipeline.get(c) or methods[BASELINE].get(c, []) for c in buyers}
+    own = baselines.repurchase(tx, targets, week, params.k, fallback=[])
+    for cutoff in params.cutoffs:
+        methods[blend_name(cutoff)] = {
+            c: blend(own.get(c, []), methods[PIPELINE][c], cutoff, params.k) for c in buyers
+        }
+    oracle = oracle_method(params.data_path, tx, targets, week, params.k)
+    if oracle is not None:
+        methods["oracle"] = oracle
+    return methods, chosen
+
+
+def _weekly_frames(
+    params: BacktestParams, snapshot: dict[str, DataFrame], weeks: list[int]
+) -> tuple[dict[int, pd.DataFrame], dict[int, Lists], dict[int, dict[str, float]]]:
+    """Labelled candidate rows and the buyers' purchases of each week (features as of that week)."""
+    spark = snapshot[Tables.TRANSACTIONS].sparkSession
+    tx, customers, articles = (snapshot[t] for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES))
+    with_features = dict(snapshot)
+    with_features[Tables.CUSTOMER_FEATURES] = customer_features(tx, customers, articles, weeks).persist()
+    with_features[Tables.ARTICLE_FEATURES] = article_features(tx, customers, articles, weeks).persist()
+    rules = FilterRules(0, params.filter_out_of_stock, params.filter_region, params.filter_age)
+    frames, truths, recalls = {}, {}, {}
+    try:
+        for position, week in enumerate(weeks, 1):
+            truth = week_truth(tx, week).persist()
+            actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
+            if actual:
+                frame, recall, _ = week_frame(spark, params, with_features, week, truth, rules, 0)
+                frames[week], truths[week], recalls[week] = frame, actual, recall
+            truth.unpersist()
+            print(
+                f"  backtest: candidates of week {first_day(week)} ({position}/{len(weeks)}), {len(actual)} buyers",
+                flush=True,
+            )
+    finally:
+        with_features[Tables.CUSTOMER_FEATURES].unpersist()
+        with_features[Tables.ARTICLE_FEATURES].unpersist()
+    return frames, truths, recalls
+
+
+def _chart(per_week: pd.DataFrame, summary: dict[str, dict[str, float]], path: Path, k: int) -> Path:
+    shown = [m for m in (BASELINE, PIPELINE, LIVE, "popular_last_week") if m in per_week.columns]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+    for method in shown:
+        left.plot(per_week.index, per_week[method], marker="o", label=method)
+    left.set_title(f"MAP@{k} per test week")
+    left.tick_params(axis="x", rotation=45)
+    left.legend()
+    names = sorted(summary, key=lambda m: summary[m]["map"])
+    means = [summary[m]["map"] for m in names]
+    errors = [
+        [summary[m]["map"] - summary[m]["low"] for m in names],
+        [summary[m]["high"] - summary[m]["map"] for m in names],
+    ]
+    colours = ["#d62728" if m == LIVE else "#7f7f7f" if m == BASELINE else "#1f77b4" for m in names]
+    right.barh(names, means, xerr=errors, color=colours, capsize=3)
+    right.set_title(f"pooled MAP@{k}, 95% bootstrap interval")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _lists_frame(spark: SparkSession, folds: dict[int, dict[str, Lists]], k: int) -> DataFrame:
+    rows = [
+        (first_day(week), method, customer, list(ids[:k]))
+        for week, methods in folds.items()
+        for method, lists in methods.items()
+        for customer, ids in lists.items()
+    ]
+    return spark.createDataFrame(
+        rows, "test_week date, method string, customer_id string, article_ids array<string>"
+    )
+
+
+def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> dict[str, Any]:
+    spark = spark or get_spark("fashionrec-backtest")
+    started = time.perf_counter()
+    snapshot, versions = _snapshot(spark, params)
+    tx = snapshot[Tables.TRANSACTIONS]
+    last = tx.agg(F.max(week_col(F.col("t_dat")))).first()[0]
+    folds = list(range(last - params.weeks - params.validation_weeks + 1, last + 1))
+    reported = folds[-params.weeks :]
+    frames, truths, recalls = _weekly_frames(
+        params, snapshot, list(range(folds[0] - params.train_weeks - 1, last + 1))
+    )
+
+    per_fold: dict[int, dict[str, Lists]] = {}
+    fold_scores: dict[int, dict[str, dict[str, float]]] = {}
+    choices: dict[str, Any] = {}
+    for week in folds:
+        if week not in truths:
+            continue
+        methods, chosen = _fold_methods(params, snapshot, frames, truths, week)
+        earlier = [w for w in folds if w < week and w in fold_scores]
+        candidates = {
+            m: [s for w in earlier for s in fold_scores[w][m].values()]
+            for m in methods
+            if m not in NOT_CHOOSABLE
+        }
+        live, why = choose(
+            candidates,
+            params.default_method,
+            params.min_choice_weeks,
+            len(earlier),
+            params.live_confidence,
+            params.bootstrap_samples,
+            params.seed,
+        )
+        methods[LIVE] = methods[live]
+        per_fold[week] = methods
+        fold_scores[week] = {m: scores(truths[week], lists, params.k) for m, lists in methods.items()}
+        choices[str(first_day(week))] = {"live": live, "why": why, "ranker": chosen}
+        print(f"  backtest: week {first_day(week)}: live = {live} ({why})", flush=True)
+
+    weeks_done = [w for w in reported if w in fold_scores]
+    names = list(fold_scores[weeks_done[-1]])
+    pooled_values = {m: [s for w in weeks_done for s in fold_scores[w][m].values()] for m in names}
+    indices = bootstrap_indices(len(pooled_values[BASELINE]), params.bootstrap_samples, params.seed)
+    summary = {}
+    for method, values in pooled_values.items():
+        p = pooled(values, indices)
+        summary[method] = {"map": p.mean, "low": p.low, "high": p.high}
+    lift = {m: ratio(pooled_values[m], pooled_values[BASELINE], indices) for m in names if m != BASELINE}
+    per_week = pd.DataFrame(
+        {m: [float(np.mean(list(fold_scores[w][m].values()))) for w in weeks_done] for m in names},
+        index=[str(first_day(w)) for w in weeks_done],
+    )
+
+    version = overwrite_table(_lists_frame(spark, per_fold, params.k), params.tables, Tables.BACKTEST_LISTS)
+    reports = Path(params.reports_dir)
+    chart = _chart(per_week, summary, reports / "backtest.png", params.k)
+    key = f"map@{params.k}"
+    table = [
+        {
+            "method": m,
+            key: round(summary[m]["map"], 5),
+            "ci95": f"{summary[m]['low']:.4f}–{summary[m]['high']:.4f}",
+            f"x {BASELINE}": "1.00"
+            if m == BASELINE
+            else f"{lift[m].mean:.2f} ({lift[m].low:.2f}–{lift[m].high:.2f})",
+        }
+        for m in sorted(names, key=lambda m: -summary[m]["map"])
+    ]
+    recall = pd.DataFrame([recalls[w] for w in weeks_done if w in recalls]).mean().round(4).to_dict()
+    result = {
+        "data": params.data_path,
+        "reported_weeks": [str(first_day(w)) for w in weeks_done],
+        "validation_weeks": [str(first_day(w)) for w in folds if w not in reported and w in fold_scores],
+        "customer_weeks": len(pooled_values[BASELINE]),
+        "pooled": table,
+        "per_week": per_week.round(5).reset_index(names="week").to_dict("records"),
+        "live_choices": choices,
+        "live_vs_baseline": f"{lift[LIVE].mean:.2f}x ({lift[LIVE].low:.2f}–{lift[LIVE].high:.2f})",
+        "pipeline_vs_baseline": f"{lift[PIPELINE].mean:.2f}x ({lift[PIPELINE].low:.2f}–{lift[PIPELINE].high:.2f})",
+        "candidate_recall": recall,
+        "backtest_lists_version": version,
+        "chart": str(chart),
+    }
+    (reports / "backtest.json").write_text(json.dumps(result, indent=2, default=str))
+    with tracked_run(
+        absolute_tracking_uri(params.mlflow_tracking_uri), params.experiment, "backtest", {"task": "backtest"}
+    ) as run:
+        mlflow.log_params({f"version.{t}": v for t, v in versions.items()})
+        mlflow.log_params(
+            {k: v for k, v in asdict(params).items() if k not in ("lakehouse", "catalog", "schema")}
+        )
+        for method, values in summary.items():
+            mlflow.log_metrics({metric_name(method, key, name): v for name, v in values.items()})
+        for step in range(len(weeks_done)):
+            mlflow.log_metrics(
+                {metric_name(m, key, "week"): float(per_week.iloc[step][m]) for m in names}, step=step
+            )
+        mlflow.log_artifact(str(chart))
+        mlflow.log_artifact(str(reports / "backtest.json"))
+        result["mlflow_run_id"] = run.info.run_id
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
