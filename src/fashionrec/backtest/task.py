@@ -40,7 +40,7 @@ from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import current_version, overwrite_table, read_table
+from fashionrec.lake.tables import overwrite_table
 from fashionrec.ranking.features import FEATURES
 from fashionrec.ranking.filters import FilterRules
 from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
@@ -50,6 +50,7 @@ from fashionrec.ranking.task import (
     ALREADY_BOUGHT_CHOICES,
     bought_within,
     map_at_k,
+    pinned_snapshot,
     ranked_lists,
     week_frame,
     week_truth,
@@ -63,24 +64,6 @@ log = logging.getLogger(__name__)
 LIVE = "live"
 NOT_CHOOSABLE = ("oracle", LIVE)
 Lists = dict[str, list[str]]
-
-
-def _snapshot(spark: SparkSession, params: BacktestParams) -> tuple[dict[str, DataFrame], dict[str, int]]:
-    versions = {
-        t: current_version(spark, params.tables, t)
-        for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES)
-    }
-    missing = [t for t, v in versions.items() if v is None]
-    if missing:
-        raise ValueError(
-            f"table(s) {', '.join(missing)} not found in {params.tables.describe()}: run ingest first"
-        )
-    for table in (Tables.ARTICLE_AVAILABILITY, Tables.SIMILAR_ARTICLES):
-        version = current_version(spark, params.tables, table)
-        if version is not None:
-            versions[table] = version
-    snapshot = {t: read_table(spark, params.tables, t, version=v) for t, v in versions.items()}
-    return snapshot, versions  # type: ignore[return-value]
 
 
 def _fit_fold(
@@ -227,7 +210,9 @@ def _lists_frame(spark: SparkSession, folds: dict[int, dict[str, Lists]], k: int
 def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-backtest")
     started = time.perf_counter()
-    snapshot, versions = _snapshot(spark, params)
+    snapshot, versions = pinned_snapshot(
+        spark, params, (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES)
+    )
     tx = snapshot[Tables.TRANSACTIONS]
     last = tx.agg(F.max(week_col(F.col("t_dat")))).first()[0]
     folds = list(range(last - params.weeks - params.validation_weeks + 1, last + 1))

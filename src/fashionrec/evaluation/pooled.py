@@ -64,10 +64,11 @@ def choose(
     """The live method, chosen on the earlier customer-weeks, and why.
 
     `earlier` maps each method to its scores on the same earlier customer-weeks (`weeks` weeks of them).
-    The default (a baseline) stays live unless another method beats it with `confidence`: the lower
-    (1 - confidence) quantile of the paired bootstrap ratio of their means is above 1. A week has only
-    tens of buyers on small data, and picking the best of many noisy means would otherwise chase noise.
-    With fewer than `minimum` weeks the default is kept."""
+    The default (a baseline) stays live unless the best other method beats it with `confidence`, corrected
+    for having picked the best of several (Bonferroni): the (1 - confidence) / alternatives quantile of the
+    paired bootstrap ratio of their means must be above 1. A week has only tens of buyers on small data,
+    and picking the best of many noisy means would otherwise chase noise. With fewer than `minimum` weeks
+    the default is kept."""
     if weeks < minimum or not earlier or default not in earlier:
         return default, f"{weeks} earlier week(s) < {minimum}: the default"
     means = {m: float(np.mean(v)) if len(v) else 0.0 for m, v in earlier.items()}
@@ -78,8 +79,9 @@ def choose(
     lift = np.asarray(earlier[best], dtype=float)[indices].mean(axis=1) / np.maximum(
         np.asarray(earlier[default], dtype=float)[indices].mean(axis=1), 1e-12
     )
-    lower = float(np.quantile(lift, 1 - confidence))
+    alpha = (1 - confidence) / max(1, len(earlier) - 1)
+    lower = float(np.quantile(lift, alpha))
     summary = f"{best} {means[best]:.4f} vs {default} {means[default]:.4f} over {weeks} earlier week(s)"
     if lower <= 1.0:
-        return default, f"{summary}: lift not sure ({1 - confidence:.0%} quantile {lower:.2f} <= 1)"
-    return best, f"{summary}: lift sure ({1 - confidence:.0%} quantile {lower:.2f} > 1)"
+        return default, f"{summary}: lift not sure ({alpha:.1%} quantile {lower:.2f} <= 1)"
+    return best, f"{summary}: lift sure ({alpha:.1%} quantile {lower:.2f} > 1)"

@@ -173,16 +173,22 @@ def importance_chart(ranker: Ranker, path: Path) -> Path:
     return path
 
 
-def _snapshot(spark: SparkSession, params: RankingParams) -> tuple[dict[str, DataFrame], dict[str, int]]:
-    names = (
-        Tables.TRANSACTIONS,
-        Tables.CUSTOMERS,
-        Tables.ARTICLES,
-        Tables.CUSTOMER_FEATURES,
-        Tables.ARTICLE_FEATURES,
-        Tables.SPLITS,
-        Tables.GROUND_TRUTH,
-    )
+RANKING_INPUTS = (
+    Tables.TRANSACTIONS,
+    Tables.CUSTOMERS,
+    Tables.ARTICLES,
+    Tables.CUSTOMER_FEATURES,
+    Tables.ARTICLE_FEATURES,
+    Tables.SPLITS,
+    Tables.GROUND_TRUTH,
+)
+
+
+def pinned_snapshot(
+    spark: SparkSession, params: RankingParams, names: tuple[str, ...] = RANKING_INPUTS
+) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The tables `names` (and the optional availability and visual neighbours) read at their current
+    versions, so one run reads one consistent state; and those versions (lineage)."""
     versions = {t: current_version(spark, params.tables, t) for t in names}
     missing = [t for t, v in versions.items() if v is None]
     if missing:
@@ -253,7 +259,7 @@ def choose_live(
 def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-train-ranker")
     started = time.perf_counter()
-    snapshot, versions = _snapshot(spark, params)
+    snapshot, versions = pinned_snapshot(spark, params)
     splits = Splits.from_frame(snapshot[Tables.SPLITS])
     val_week, test_week = splits.target_week("val"), splits.target_week("test")
     truth_table = snapshot[Tables.GROUND_TRUTH]

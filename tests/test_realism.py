@@ -1,0 +1,37 @@
+"""Realism figures (evaluation.realism) on hand-made purchases."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fashionrec.evaluation.realism import gini, realism
+
+
+def test_gini_of_equal_and_concentrated_sales():
+    assert gini([3, 3, 3, 3]) == pytest.approx(0.0)
+    assert gini([0, 0, 0, 4]) == pytest.approx(0.75)
+
+
+def test_realism_figures_of_one_week_by_hand():
+    # Week of 2020-09-09 (a Wednesday) and the week before. A re-buys x; B buys y2 (product of y1, which
+    # B bought before) and the last week's best seller x; C is new.
+    rows = [
+        ("2020-09-02", "A", "0100000001", 0.01, 1),
+        ("2020-09-03", "B", "0100000002", 0.02, 2),
+        ("2020-09-03", "D", "0100000001", 0.03, 2),
+        ("2020-09-09", "A", "0100000001", 0.01, 2),
+        ("2020-09-10", "B", "0100000003", 0.02, 2),
+        ("2020-09-10", "B", "0100000001", 0.04, 1),
+        ("2020-09-11", "C", "0200000001", 0.05, 2),
+    ]
+    tx = pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id", "price", "sales_channel_id"])
+    figures = realism(tx, weeks=1)
+    assert figures["repeat_article"] == pytest.approx(1 / 4)  # A's x
+    assert figures["repeat_product"] == pytest.approx(
+        3 / 4
+    )  # A's x, B's 0100000003 and B's x (product 0100000)
+    assert figures["last_week_top12"] == pytest.approx(2 / 4)  # the two x purchases
+    assert figures["purchases_per_active_customer_week"] == pytest.approx(4 / 3)
+    assert figures["active_customer_share"] == pytest.approx(2 / 3)  # A and B of A, B, D
+    assert figures["online_share"] == pytest.approx(5 / 7)
