@@ -75,6 +75,10 @@ def backtest(spark, tiny_ingest, tmp_path_factory):
         min_choice_weeks=1,
         train_weeks=1,
         rounds=30,
+        # Fewer candidate sources keep the test's Spark plans small; the sources are tested in test_ranking.
+        same_product_candidates=0,
+        age_band_candidates=0,
+        visual_candidates=0,
         objective="binary:logistic",
         already_bought_weeks=0,
         data_path=str(root / "no-truth"),
