@@ -125,6 +125,33 @@ def test_exclude_k_unknown_customers_and_similar_items(recommender):
     assert [s for _, s in neighbours] == sorted((s for _, s in neighbours), reverse=True)
 
 
+def test_live_methods_put_the_customers_own_recent_articles_first(recommender):
+    """The live method as served: the baseline is own recent articles (that pass the business rules)
+    then the baseline's popular list; a blend takes n of them, then the ranker's list."""
+    from fashionrec.ranking.live import own_recent
+
+    def own_kept(customer: str) -> list[str]:
+        own = own_recent(recommender.history_rows[customer], recommender.first_day, recommender.k)
+        keep = recommender.keep([customer] * len(own), own, already_bought=False)
+        return [a for a, ok in zip(own, keep, strict=True) if ok]
+
+    customer = next(c for c in sorted(recommender.history_rows) if len(own_kept(c)) >= 2)
+    own = own_kept(customer)
+    # A blend draws from the ranker's first 2k (its own articles may be among them).
+    ranked = recommender.recommend([customer], k=2 * recommender.k, method="pipeline")[0]
+    baseline = recommender.recommend([customer], method="repurchase_then_popular")[0]
+    assert baseline.article_ids[: len(own)] == own
+    rest = baseline.article_ids[len(own) :]
+    assert rest == [a for a in recommender.popular if a in set(rest)]  # the popular list's order
+    assert len(baseline.article_ids) == recommender.k
+    blend = recommender.recommend([customer], method="repurchase_2_then_pipeline")[0]
+    assert blend.article_ids[:2] == own[:2]
+    assert blend.article_ids[2:] == [a for a in ranked.article_ids if a not in own[:2]][: recommender.k - 2]
+    assert all(s == "repurchase" or s in ranked.sources for s in blend.sources[:2])
+    excluded = recommender.recommend([customer], exclude={own[0]}, method="repurchase_then_popular")[0]
+    assert own[0] not in excluded.article_ids
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

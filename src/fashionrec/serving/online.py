@@ -615,16 +615,19 @@ class OnlineRecommender:
         self, method: str, ranked: dict[str, Recommendation], k: int, exclude: set[str]
     ) -> dict[str, Recommendation]:
         """The live method's lists from the ranker's: own recent articles and the baseline's popular list
-        pass the business rules (not the already-bought one) and `exclude`, as the ranked ones did."""
+        pass the business rules (not the already-bought one) and `exclude`, as the ranked ones did. One
+        `keep` call for the whole batch."""
+        own = {c: own_recent(self.history_rows.get(c, []), self.first_day, k) for c in ranked}
+        pools = {c: list(dict.fromkeys(own[c] + self.popular)) for c in ranked}
+        people = [c for c in ranked for _ in pools[c]]
+        allowed = iter(self.keep(people, [a for c in ranked for a in pools[c]], already_bought=False))
         out = {}
         for customer, answer in ranked.items():
-            own = own_recent(self.history_rows.get(customer, []), self.first_day, k)
-            pool = own + [a for a in self.popular if a not in set(own)]
-            allowed = self.keep([customer] * len(pool), pool, already_bought=False)
-            kept = {a for a, ok in zip(pool, allowed, strict=True) if ok and a not in exclude}
+            kept = {a for a in pools[customer] if next(allowed) and a not in exclude}
+            mine = set(own[customer])
             articles = live_lists(
                 method,
-                [a for a in own if a in kept],
+                [a for a in own[customer] if a in kept],
                 answer.article_ids,
                 [a for a in self.popular if a in kept],
                 k,
@@ -635,7 +638,7 @@ class OnlineRecommender:
                 customer,
                 articles,
                 [float(score.get(a, 0.0)) for a in articles],
-                [source.get(a, "repurchase" if a in set(own) else "popular") for a in articles],
+                [source.get(a, "repurchase" if a in mine else "popular") for a in articles],
                 False,
             )
         return out
