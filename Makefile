@@ -59,7 +59,7 @@ format: setup
 	$(PY) -m ruff format src tests jobs benchmarks notebooks
 
 clean-data:
-	rm -rf lakehouse reports/*.json mlruns mlflow.db
+	rm -rf lakehouse reports/*.json mlruns mlartifacts mlflow.db backtests
 
 clean: clean-data
 	rm -rf $(VENV) .jars data
