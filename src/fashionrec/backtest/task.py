@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import BacktestParams, Tables
 from fashionrec.evaluation import baselines
 from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
+from fashionrec.evaluation.report import save_figure
 from fashionrec.evaluation.task import baseline_methods, oracle_method
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
@@ -186,13 +187,7 @@ def _chart(per_week: pd.DataFrame, summary: dict[str, dict[str, float]], path: P
     colours = ["#d62728" if m == LIVE else "#7f7f7f" if m == BASELINE else "#1f77b4" for m in names]
     right.barh(names, means, xerr=errors, color=colours, capsize=3)
     right.set_title(f"pooled MAP@{k}, 95% bootstrap interval")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _lists_frame(spark: SparkSession, folds: dict[int, dict[str, Lists]], k: int) -> DataFrame:

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def metric_rows(
@@ -31,6 +32,19 @@ def metric_rows(
     return rows
 
 
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def map_bar_chart(rows: list[dict[str, float | str]], path: str | Path, title: str) -> Path:
     """Horizontal bars of MAP@k per method; written atomically."""
     key = next(k for k in rows[0] if str(k).startswith("map@"))
@@ -44,12 +58,4 @@ def map_bar_chart(rows: list[dict[str, float | str]], path: str | Path, title: s
     ax.set_xlabel(key.upper())
     ax.set_title(title)
     ax.set_xlim(0, max(values) * 1.25 if max(values) > 0 else 1)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

@@ -32,7 +32,7 @@ from fashionrec.config import RankingParams, Tables
 from fashionrec.evaluation import baselines as baseline_lists
 from fashionrec.evaluation.metrics import average_precision_at_k
 from fashionrec.evaluation.pooled import choose, scores
-from fashionrec.evaluation.report import map_bar_chart, metric_rows
+from fashionrec.evaluation.report import map_bar_chart, metric_rows, save_figure
 from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
 from fashionrec.features.splits import Splits
 from fashionrec.features.weeks import first_day, week_col
@@ -164,13 +164,7 @@ def importance_chart(ranker: Ranker, path: Path) -> Path:
     ax.barh([k for k, _ in gain], [v for _, v in gain], color="#1f77b4")
     ax.set_xlabel("total gain")
     ax.set_title(f"XGBoost ranker feature importance ({ranker.objective})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 RANKING_INPUTS = (
