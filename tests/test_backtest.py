@@ -105,7 +105,7 @@ def test_backtest_lists_rescore_to_the_reported_figures(spark, backtest):
     """Anyone can re-score the stored lists: pooled MAP@12 from the table equals the report."""
     from fashionrec.features.weeks import week_of
     from fashionrec.lake.tables import read_table
-    from fashionrec.ranking.task import week_truth
+    from fashionrec.ranking.frames import week_truth
 
     params, figures = backtest
     tables = TableLocator(lakehouse=params.lakehouse)

@@ -35,3 +35,31 @@ def test_realism_figures_of_one_week_by_hand():
     assert figures["purchases_per_active_customer_week"] == pytest.approx(4 / 3)
     assert figures["active_customer_share"] == pytest.approx(2 / 3)  # A and B of A, B, D
     assert figures["online_share"] == pytest.approx(5 / 7)
+
+
+# Measured on the 721 real customers of ../shared/hm_real_dev (last 8 weeks; docs/benchmarks.md), so
+# this test runs without ../shared.
+REAL_FIGURES = {
+    "repeat_article": 0.034,
+    "repeat_product": 0.084,
+    "last_week_top12": 0.010,
+    "purchases_per_active_customer_week": 3.50,
+    "active_customer_share": 0.055,
+    "sales_gini": 0.285,
+    "online_share": 0.696,
+}
+
+
+def test_the_generated_small_set_resembles_real_shoppers(tmp_path):
+    """721 random generated customers of `small` within 25% of 721 real ones on every figure."""
+    from fashionrec.data.synthetic import generate
+    from fashionrec.evaluation.realism import folder_realism
+
+    generate("small", tmp_path, seed=42, progress=False, images=False)
+    figures = folder_realism(tmp_path, weeks=8, customers=721)
+    off = {
+        name: round(figures[name] / real, 2)
+        for name, real in REAL_FIGURES.items()
+        if not 0.75 <= figures[name] / real <= 1.25
+    }
+    assert not off, f"generated / real outside 0.75-1.25: {off}"

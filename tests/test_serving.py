@@ -20,7 +20,7 @@ from fashionrec.config import TableLocator
 
 @pytest.fixture(scope="module")
 def snapshot(spark, job_run) -> Path:
-    from fashionrec.serving.snapshot import build_snapshot
+    from fashionrec.recommender.snapshot import build_snapshot
 
     out = job_run / "serving" / "snapshot"
     build_snapshot(spark, TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts", out)
@@ -29,9 +29,9 @@ def snapshot(spark, job_run) -> Path:
 
 @pytest.fixture(scope="module")
 def recommender(snapshot, job_run):
-    from fashionrec.serving.online import OnlineRecommender
+    from fashionrec.recommender.core import Recommender
 
-    return OnlineRecommender(snapshot, job_run / "artifacts")
+    return Recommender(snapshot, job_run / "artifacts")
 
 
 def test_online_answers_equal_the_recommendations_table(spark, job_run, recommender):
@@ -49,56 +49,32 @@ def test_online_answers_equal_the_recommendations_table(spark, job_run, recommen
         assert answer.sources == list(row["sources"]), answer.customer_id
 
 
-def test_batch_lists_equal_the_spark_ranking_pipeline(spark, job_run, recommender):
-    """Batch scoring runs the online recommender; the ranker was trained and evaluated on the Spark
-    pipeline (`ranking.pipeline`). For the week and table versions of `scoring_state`, the ranker's lists
-    (method "pipeline", before the live method is applied) are the same top-k."""
+def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_run, recommender):
+    """The ranker learns from `ranking.frames.week_frame` rows; batch scoring and serving run the core on
+    a snapshot of their own. For the week and table versions of `scoring_state`, ranking the training
+    path's rows gives the served lists (method "pipeline", before the live method)."""
     from fashionrec.config import Tables
-    from fashionrec.features.article import article_features
-    from fashionrec.features.customer import customer_features
     from fashionrec.lake.tables import read_table
-    from fashionrec.ranking.candidates import CandidateCounts
-    from fashionrec.ranking.filters import FilterRules
+    from fashionrec.ranking.frames import week_frame
     from fashionrec.ranking.model import Ranker
-    from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
     from fashionrec.ranking.rank import rank_frame
-    from fashionrec.ranking.task import CONFIG_FILE, RANKER_DIR
+    from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
 
     tables, artifacts = TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts"
     state = read_table(spark, tables, Tables.SCORING_STATE).first()
+    assert state["transactions_version"] == state["global_version"]  # one transactions table below
     rows = read_table(spark, tables, Tables.RECOMMENDATIONS).where("NOT fallback").collect()
-    table = {r["customer_id"]: r for r in rows}
-    picked = sorted(table)[:30]
-    targets = spark.createDataFrame([(c,) for c in picked], "customer_id string")
-    personal = read_table(spark, tables, Tables.TRANSACTIONS, version=state["transactions_version"]).join(
-        targets, "customer_id", "left_semi"
-    )
-    global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=state["global_version"])
-    customers = read_table(spark, tables, Tables.CUSTOMERS, version=state["customers_version"])
-    articles = read_table(spark, tables, Tables.ARTICLES)
-    week = state["week"]
-    inputs = WeekInputs(
-        week=week,
-        personal_tx=personal,
-        global_tx=global_tx,
-        customers=customers,
-        articles=articles,
-        customer_features=customer_features(
-            personal, customers.join(targets, "customer_id", "left_semi"), articles, [week]
-        ),
-        article_features=article_features(global_tx, customers, articles, [week]),
-        availability=read_table(spark, tables, Tables.ARTICLE_AVAILABILITY),
-        similar=read_table(spark, tables, Tables.SIMILAR_ARTICLES),
-    )
+    picked = sorted(r["customer_id"] for r in rows)[:30]
+    truth = spark.createDataFrame([(c, []) for c in picked], "customer_id string, article_ids array<string>")
+    snapshot = {
+        Tables.TRANSACTIONS: read_table(spark, tables, Tables.TRANSACTIONS, version=state["global_version"]),
+        Tables.CUSTOMERS: read_table(spark, tables, Tables.CUSTOMERS, version=state["customers_version"]),
+        Tables.ARTICLES: read_table(spark, tables, Tables.ARTICLES),
+        Tables.ARTICLE_AVAILABILITY: read_table(spark, tables, Tables.ARTICLE_AVAILABILITY),
+        Tables.SIMILAR_ARTICLES: read_table(spark, tables, Tables.SIMILAR_ARTICLES),
+    }
     config = json.loads((artifacts / CONFIG_FILE).read_text())
-    candidates = build_candidates(
-        inputs, targets, CandidateCounts(**config["candidates"]), str(artifacts), 2
-    ).persist()
-    try:
-        features, _ = filtered_features(inputs, candidates, FilterRules(**config["rules"]))
-        frame = features.toPandas()
-    finally:
-        candidates.unpersist()
+    frame, _, _ = week_frame(spark, snapshot, state["week"], truth, config, artifacts)
     ranked = rank_frame(
         frame, Ranker.load(artifacts / RANKER_DIR), int(config["k"]), int(config["max_per_type"])
     )

@@ -2,8 +2,8 @@
 
 For each fold week W (the `validation_weeks` before the reported `weeks`, then the reported ones):
 - features as of each week use only purchases before it (the features package's point-in-time functions);
-- candidates, filters and ranker features are the train_ranker task's (`ranking.task.week_frame`), so the
-  backtest measures the pipeline that is shipped, not a copy of it;
+- candidates, filters and ranker features come from the recommender core that batch scoring and serving
+  run (`ranking.frames.week_frame`), so the backtest measures the pipeline that is shipped;
 - the ranker learns from the `train_weeks` weeks before W-1 and stops early, picks its objective and the
   already-bought window on W-1; it ranks W's buyers;
 - the baselines, blends of "own recent articles first, then the ranker", and the oracle (synthetic data)
@@ -37,13 +37,11 @@ from fashionrec.evaluation import baselines
 from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
 from fashionrec.evaluation.report import save_figure
 from fashionrec.evaluation.task import baseline_methods, oracle_method
-from fashionrec.features.article import article_features
-from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table
-from fashionrec.ranking.features import FEATURES
 from fashionrec.ranking.filters import FilterRules
+from fashionrec.ranking.frames import pipeline_config, week_frame, week_truth
 from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
 from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit
 from fashionrec.ranking.rank import rank_frame
@@ -53,10 +51,9 @@ from fashionrec.ranking.task import (
     map_at_k,
     pinned_snapshot,
     ranked_lists,
-    week_frame,
-    week_truth,
     with_positives,
 )
+from fashionrec.recommender.layout import FEATURES
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
 
@@ -80,7 +77,10 @@ def _fit_fold(
     if train.empty or with_positives(valid).empty:
         return None, 0, {"why": "no purchase among the candidates of the training or validation weeks"}
     booster = BoosterParams(
-        max_depth=params.max_depth, learning_rate=params.learning_rate, rounds=params.rounds
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        rounds=params.rounds,
+        min_child_weight=params.min_child_weight,
     )
     objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
     windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
@@ -146,27 +146,29 @@ def _weekly_frames(
 ) -> tuple[dict[int, pd.DataFrame], dict[int, Lists], dict[int, dict[str, float]]]:
     """Labelled candidate rows and the buyers' purchases of each week (features as of that week)."""
     spark = snapshot[Tables.TRANSACTIONS].sparkSession
-    tx, customers, articles = (snapshot[t] for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES))
-    with_features = dict(snapshot)
-    with_features[Tables.CUSTOMER_FEATURES] = customer_features(tx, customers, articles, weeks).persist()
-    with_features[Tables.ARTICLE_FEATURES] = article_features(tx, customers, articles, weeks).persist()
+    tx = snapshot[Tables.TRANSACTIONS]
     rules = FilterRules(0, params.filter_out_of_stock, params.filter_region, params.filter_age)
     frames, truths, recalls = {}, {}, {}
-    try:
-        for position, week in enumerate(weeks, 1):
-            truth = week_truth(tx, week).persist()
-            actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
-            if actual:
-                frame, recall, _ = week_frame(spark, params, with_features, week, truth, rules, 0)
-                frames[week], truths[week], recalls[week] = frame, actual, recall
-            truth.unpersist()
-            print(
-                f"  backtest: candidates of week {first_day(week)} ({position}/{len(weeks)}), {len(actual)} buyers",
-                flush=True,
+    for position, week in enumerate(weeks, 1):
+        truth = week_truth(tx, week).persist()
+        actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
+        if actual:
+            frame, recall, _ = week_frame(
+                spark,
+                snapshot,
+                week,
+                truth,
+                pipeline_config(params, rules),
+                params.artifacts_dir,
+                params.random_negatives,
+                params.seed,
             )
-    finally:
-        with_features[Tables.CUSTOMER_FEATURES].unpersist()
-        with_features[Tables.ARTICLE_FEATURES].unpersist()
+            frames[week], truths[week], recalls[week] = frame, actual, recall
+        truth.unpersist()
+        print(
+            f"  backtest: candidates of week {first_day(week)} ({position}/{len(weeks)}), {len(actual)} buyers",
+            flush=True,
+        )
     return frames, truths, recalls
 
 

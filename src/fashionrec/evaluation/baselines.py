@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fashionrec.features.weeks import first_day, week_col
+from fashionrec.features.weeks import before_week, first_day
 
 AGE_BANDS = [16, 20, 25, 30, 40, 50, 60]
 
@@ -18,28 +18,27 @@ def _top(scored: DataFrame, k: int, score: str = "score") -> list[str]:
     return [r["article_id"] for r in scored.orderBy(F.desc(score), "article_id").limit(k).collect()]
 
 
-def _before(transactions: DataFrame, week: int, weeks_back: int | None = None) -> DataFrame:
-    w = week_col(F.col("t_dat"))
-    cond = w < week
-    if weeks_back:
-        cond = cond & (w >= week - weeks_back)
-    return transactions.where(cond)
-
-
 def popular_last_week(transactions: DataFrame, week: int, k: int) -> list[str]:
     """The k best sellers of the week before the target week: the same list for everyone."""
-    return _top(_before(transactions, week, 1).groupBy("article_id").agg(F.count("*").alias("score")), k)
+    return _top(before_week(transactions, week, 1).groupBy("article_id").agg(F.count("*").alias("score")), k)
 
 
 def decayed_popularity(
     transactions: DataFrame, week: int, k: int, half_life_days: float = 7.0, weeks_back: int = 8
 ) -> list[str]:
-    """Sales weighted by 0.5 ** (days before the target week / half life)."""
+    """The k best sellers by `decayed_sales`."""
+    return _top(decayed_sales(transactions, week, half_life_days, weeks_back), k, "decayed_sales")
+
+
+def decayed_sales(
+    transactions: DataFrame, week: int, half_life_days: float = 7.0, weeks_back: int = 8
+) -> DataFrame:
+    """(article_id, decayed_sales): sales weighted by 0.5 ** (days before the target week / half life)."""
     days = F.datediff(F.lit(first_day(week)), F.col("t_dat"))
-    weighted = _before(transactions, week, weeks_back).withColumn(
+    weighted = before_week(transactions, week, weeks_back).withColumn(
         "w", F.pow(F.lit(0.5), days / half_life_days)
     )
-    return _top(weighted.groupBy("article_id").agg(F.sum("w").alias("score")), k)
+    return weighted.groupBy("article_id").agg(F.sum("w").alias("decayed_sales"))
 
 
 def _fill(own: list[str], fallback: list[str], k: int) -> list[str]:
@@ -56,7 +55,7 @@ def repurchase(
 ) -> dict[str, list[str]]:
     """The customer's most recently bought distinct articles, then the popular fallback list."""
     recent = (
-        _before(transactions, week, weeks_back)
+        before_week(transactions, week, weeks_back)
         .join(customers.select("customer_id"), "customer_id", "left_semi")
         .groupBy("customer_id", "article_id")
         .agg(F.max("t_dat").alias("last"), F.count("*").alias("n"))
@@ -96,7 +95,7 @@ def age_band_popular(
     """Best sellers of the last weeks among customers of the same age band (unknown age: fallback)."""
     buyers = all_customers.select("customer_id", age_band(F.col("age")).alias("band"))
     sales = (
-        _before(transactions, week, weeks_back)
+        before_week(transactions, week, weeks_back)
         .join(buyers, "customer_id")
         .where(F.col("band").isNotNull())
         .groupBy("band", "article_id")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 EPOCH = date(1970, 1, 7)  # a Wednesday
@@ -25,6 +25,15 @@ def first_day(week: int) -> date:
 def week_col(day: Column) -> Column:
     """Spark expression: the week index of a date column."""
     return F.floor(F.datediff(day, F.lit(EPOCH)) / 7).cast("int")
+
+
+def before_week(transactions: DataFrame, week: int, weeks_back: int | None = None) -> DataFrame:
+    """Transactions strictly before `week` (and, with `weeks_back`, not before `week - weeks_back`)."""
+    w = week_col(F.col("t_dat"))
+    cond = w < week
+    if weeks_back:
+        cond = cond & (w >= week - weeks_back)
+    return transactions.where(cond)
 
 
 def first_day_col(week: Column) -> Column:

@@ -10,9 +10,9 @@ commits nothing. New models, a new target week or `--full` trigger a full run.
 
 Customers without purchases before the week get their age band's best sellers, flagged `fallback`.
 Work is spread with `mapInPandas`: the driver writes the global half of a serving snapshot (article
-features, popularity lists, visual neighbours: `serving.snapshot`), and each Python worker loads it with
-the towers, the index and the ranker once, then runs the online recommender on Arrow batches of customers
-with their purchases and features (so batch and online answers come from the same code).
+features, popularity lists, visual neighbours: `recommender.snapshot`), and each Python worker loads it
+with the towers, the index and the ranker once, then runs the recommender core on Arrow batches of
+customers with their purchases and features (so batch and online answers come from the same code).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from fashionrec.config import ScoringParams, Tables
 from fashionrec.features.weeks import first_day, week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_changes, read_table
-from fashionrec.ranking.task import CONFIG_FILE, RANKER_DIR
+from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
+from fashionrec.recommender.snapshot import build_snapshot, customer_rows, purchase_rows
+from fashionrec.recommender.spark import loaded, use_batch, with_histories
 from fashionrec.retrieval.task import INDEX_FILE, TOWERS
-from fashionrec.serving.snapshot import build_snapshot, customer_rows, purchase_rows
 
 SNAPSHOT_ROOT = Path("scoring")  # under artifacts_dir: the global half of each run's snapshot
 STATE_SCHEMA = (
@@ -100,51 +101,27 @@ RESULT_SCHEMA = (
     "customer_id string, article_ids array<string>, scores array<double>, sources array<string>, "
     "fallback boolean"
 )
-_LOADED: dict[str, Any] = {}  # snapshot folder → recommender, per Python worker (workers are reused)
-
-
-def _recommender(snapshot_dir: str, artifacts_dir: str) -> Any:
-    """The recommender of this snapshot, loaded once per Python worker process: Spark reuses its
-    workers across tasks, and each run writes its snapshot to a new folder, so the key is the folder."""
-    from fashionrec.serving.online import OnlineRecommender
-
-    if snapshot_dir not in _LOADED:
-        _LOADED.clear()
-        _LOADED[snapshot_dir] = OnlineRecommender(snapshot_dir, artifacts_dir, customers=False)
-    return _LOADED[snapshot_dir]
 
 
 def score_customers(
     snapshot_dir: str, artifacts_dir: str, customers: DataFrame, purchases: DataFrame, partitions: int
 ) -> DataFrame:
     """(customer_id, article_ids, scores, sources, fallback) for each row of `customers` (the snapshot's
-    customer rows: `serving.snapshot.customer_rows`), from their `purchases` before the week
+    customer rows: `recommender.snapshot.customer_rows`), from their `purchases` before the week
     (`purchase_rows`) and the snapshot's global half in `snapshot_dir`.
 
-    Each Spark task runs the online recommender (the serving path, tested equal to the Spark pipeline of
-    `ranking/`) on Arrow batches of customers: batched query tower, FAISS search and XGBoost, and no
-    shuffle of candidate rows. Customers without purchases get the age band's best sellers (fallback).
+    Each Spark task runs the recommender core (the serving path) on Arrow batches of customers: batched
+    query tower, FAISS search and XGBoost, and no shuffle of candidate rows. Customers without purchases
+    get the age band's best sellers (fallback).
     """
     snapshot, artifacts = str(Path(snapshot_dir).resolve()), str(Path(artifacts_dir).resolve())
-    histories = purchases.groupBy("customer_id").agg(
-        F.collect_list("article_id").alias("history_articles"), F.collect_list("day").alias("history_days")
-    )
-    rows = customers.join(histories, "customer_id", "left").repartition(partitions, "customer_id")
 
     def recommend(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if batch.empty:
                 continue
-            recommender = _recommender(snapshot, artifacts)
-            histories = {
-                customer: list(zip(articles.tolist(), days.tolist(), strict=True))
-                for customer, articles, days in zip(
-                    batch["customer_id"], batch["history_articles"], batch["history_days"], strict=True
-                )
-                if articles is not None and len(articles)
-            }
-            recommender.use_customers(batch.drop(columns=["history_articles", "history_days"]), histories)
-            answers = recommender.recommend(batch["customer_id"].tolist())
+            recommender = loaded(snapshot, artifacts)
+            answers = recommender.recommend(use_batch(recommender, batch))
             yield pd.DataFrame(
                 {
                     "customer_id": [a.customer_id for a in answers],
@@ -155,7 +132,7 @@ def score_customers(
                 }
             )
 
-    return rows.mapInPandas(recommend, RESULT_SCHEMA)
+    return with_histories(customers, purchases, partitions).mapInPandas(recommend, RESULT_SCHEMA)
 
 
 def sample_recommendations(

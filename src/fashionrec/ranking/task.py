@@ -6,8 +6,9 @@ Weeks: the two-tower model is trained on purchases before the validation week, s
 in-sample on earlier weeks (more confident than on unseen ones) and honest on the validation week. The
 ranker therefore learns from 70% of the validation week's buyers (labels: what they bought that week)
 and stops early, picks its objective and the already-bought window on the other 30%; it is judged on the
-test week. `train_weeks` adds earlier target weeks (measured on `small`: test MAP@12 0.0714 with two of
-them, 0.0800 without; docs/benchmarks.md).
+test week. `train_weeks` adds earlier target weeks, without the two-tower's in-sample rank and score
+(`without_in_sample_two_tower`): the ranker learns the other signals from every week and how far to trust
+the two-tower from the validation week alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import RankingParams, Tables
@@ -35,98 +36,38 @@ from fashionrec.evaluation.pooled import choose, scores
 from fashionrec.evaluation.report import map_bar_chart, metric_rows, save_figure
 from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
 from fashionrec.features.splits import Splits
-from fashionrec.features.weeks import first_day, week_col
+from fashionrec.features.weeks import first_day
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, overwrite_table, read_table
-from fashionrec.ranking.candidates import SOURCES, CandidateCounts, candidate_recall
-from fashionrec.ranking.features import FEATURES, with_labels
 from fashionrec.ranking.filters import FilterRules
+from fashionrec.ranking.frames import candidate_counts, pipeline_config, week_frame, week_truth
 from fashionrec.ranking.live import BASELINE, BLEND_CUTOFFS, PIPELINE, LiveChoice, blend_name, live_lists
 from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit, fit_distributed
-from fashionrec.ranking.pipeline import WeekInputs, build_candidates, filtered_features
 from fashionrec.ranking.rank import rank_frame
+from fashionrec.recommender.layout import ABSENT_RANK, CONFIG_FILE, FEATURES, QUALITY_FILE, RANKER_DIR
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
 
-RANKER_DIR = Path("ranking") / "ranker"
-CONFIG_FILE = Path("ranking") / "pipeline.json"
-QUALITY_FILE = Path("ranking") / "quality.json"
+__all__ = ["CONFIG_FILE", "QUALITY_FILE", "RANKER_DIR", "run_train_ranker"]
 ALREADY_BOUGHT_CHOICES = (0, 1, 4)
-
-
-def candidate_counts(params: RankingParams) -> CandidateCounts:
-    return CandidateCounts(
-        two_tower=params.two_tower_candidates,
-        repurchase=params.repurchase_candidates,
-        same_product=params.same_product_candidates,
-        trending=params.trending_candidates,
-        age_band=params.age_band_candidates,
-        visual=params.visual_candidates,
-    )
-
-
-def week_inputs(spark: SparkSession, params: Any, week: int, snapshot: dict[str, DataFrame]) -> WeekInputs:
-    tx = snapshot[Tables.TRANSACTIONS]
-    return WeekInputs(
-        week=week,
-        personal_tx=tx,
-        global_tx=tx,
-        customers=snapshot[Tables.CUSTOMERS],
-        articles=snapshot[Tables.ARTICLES],
-        customer_features=snapshot[Tables.CUSTOMER_FEATURES].where(F.col("as_of_week") == week),
-        article_features=snapshot[Tables.ARTICLE_FEATURES].where(F.col("as_of_week") == week),
-        availability=snapshot.get(Tables.ARTICLE_AVAILABILITY),
-        similar=snapshot.get(Tables.SIMILAR_ARTICLES),
-    )
-
-
-def week_truth(tx: DataFrame, week: int) -> DataFrame:
-    """(customer_id, article_ids) of everyone who bought in `week`."""
-    return (
-        tx.where(week_col(F.col("t_dat")) == week)
-        .groupBy("customer_id")
-        .agg(F.array_distinct(F.collect_list("article_id")).alias("article_ids"))
-    )
 
 
 def _sample(truth: DataFrame, n: int, seed: int) -> DataFrame:
     return truth.orderBy(F.xxhash64("customer_id", F.lit(seed))).limit(n)
 
 
-def _random_negatives(targets: DataFrame, articles: DataFrame, per_customer: int, seed: int) -> DataFrame:
-    """A few random catalogue articles per customer (source `random`): easy negatives for the ranker."""
-    n = articles.count()
-    numbered = articles.select("article_id", F.row_number().over(Window.orderBy("article_id")).alias("_i"))
-    draws = targets.select(
-        "customer_id", F.explode(F.sequence(F.lit(1), F.lit(per_customer))).alias("_d")
-    ).withColumn("_i", (F.floor(F.rand(seed) * n) + 1).cast("int"))
-    columns = {f"rank_{s}": F.lit(None).cast("int") for s in SOURCES} | {
-        f"score_{s}": F.lit(None).cast("double") for s in SOURCES
-    }
-    return (
-        draws.join(F.broadcast(numbered), "_i")
-        .select("customer_id", "article_id")
-        .distinct()
-        .select("customer_id", "article_id", *[c.alias(name) for name, c in columns.items()])
-        .withColumn("sources", F.array(F.lit("random")))
-    )
-
-
-def _with_random(candidates: DataFrame, extra: DataFrame) -> DataFrame:
-    extra = extra.join(
-        candidates.select("customer_id", "article_id"), ["customer_id", "article_id"], "left_anti"
-    )
-    return candidates.unionByName(extra)
-
-
-def _to_pandas(df: DataFrame) -> pd.DataFrame:
-    return df.toArrow().to_pandas()
-
-
-def _qid(frame: pd.DataFrame, week: int) -> pd.DataFrame:
-    frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    codes, _ = pd.factorize(frame["customer_id"])
-    return frame.assign(qid=week * 10_000_000 + codes, week=week)
+def without_in_sample_two_tower(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a week the two-tower model trained on, without what it knows in sample: candidates only it
+    proposed are dropped and its rank and score become "not proposed". The ranker then learns how far to
+    trust the two-tower from the validation week alone (out of sample), and everything else from every
+    training week."""
+    only_two_tower = frame["sources"].map(lambda s: list(s) == ["two_tower"])
+    out = frame[~only_two_tower].copy()
+    out["rank_two_tower"] = float(ABSENT_RANK)
+    out["score_two_tower"] = np.nan
+    out["n_sources"] = out["sources"].map(lambda s: float(len([x for x in s if x != "two_tower"])))
+    out["sources"] = out["sources"].map(lambda s: [x for x in s if x != "two_tower"])
+    return out
 
 
 def with_positives(frame: pd.DataFrame) -> pd.DataFrame:
@@ -171,7 +112,6 @@ RANKING_INPUTS = (
     Tables.TRANSACTIONS,
     Tables.CUSTOMERS,
     Tables.ARTICLES,
-    Tables.CUSTOMER_FEATURES,
     Tables.ARTICLE_FEATURES,
     Tables.SPLITS,
     Tables.GROUND_TRUTH,
@@ -195,32 +135,6 @@ def pinned_snapshot(
             versions[table] = version
     snapshot = {t: read_table(spark, params.tables, t, version=v) for t, v in versions.items()}
     return snapshot, versions  # type: ignore[return-value]
-
-
-def week_frame(
-    spark: SparkSession,
-    params: RankingParams,
-    snapshot: dict[str, DataFrame],
-    week: int,
-    truth: DataFrame,
-    rules: FilterRules,
-    random_negatives: int,
-) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
-    """Labelled ranker rows for the buyers in `truth`, with candidate recall and filter counts."""
-    inputs = week_inputs(spark, params, week, snapshot)
-    partitions = spark.sparkContext.defaultParallelism
-    candidates = build_candidates(inputs, truth, candidate_counts(params), params.artifacts_dir, partitions)
-    if random_negatives > 0:
-        negatives = _random_negatives(truth, inputs.articles, random_negatives, params.seed + week)
-        candidates = _with_random(candidates, negatives)
-    candidates = candidates.persist()
-    try:
-        recall = candidate_recall(candidates, truth)
-        features, counts = filtered_features(inputs, candidates, rules)
-        frame = _to_pandas(with_labels(features, truth))
-    finally:
-        candidates.unpersist()
-    return _qid(frame, week), recall, counts
 
 
 def live_methods(
@@ -264,17 +178,26 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     for week in range(val_week - params.train_weeks, val_week):  # may be empty (train_weeks 0)
         truth = _sample(week_truth(tx, week), params.max_train_customers, params.seed).persist()
         frame, recall, _ = week_frame(
-            spark, params, snapshot, week, truth, base_rules, params.random_negatives
+            spark,
+            snapshot,
+            week,
+            truth,
+            pipeline_config(params, base_rules),
+            params.artifacts_dir,
+            params.random_negatives,
+            params.seed,
         )
         truth.unpersist()
-        train_parts.append(frame)
+        train_parts.append(without_in_sample_two_tower(frame))
         figures_weeks[str(first_day(week))] = {
             "rows": len(frame),
             "positives": int(frame["label"].sum()),
             **recall,
         }
     val_truth = truth_table.where(F.col("split") == "val").select("customer_id", "article_ids").persist()
-    val, val_recall, _ = week_frame(spark, params, snapshot, val_week, val_truth, base_rules, 0)
+    val, val_recall, _ = week_frame(
+        spark, snapshot, val_week, val_truth, pipeline_config(params, base_rules), params.artifacts_dir
+    )
     val_actual = {r["customer_id"]: list(r["article_ids"]) for r in val_truth.collect()}
     val_truth.unpersist()
     if params.validation_train_share > 0:
@@ -287,7 +210,10 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     train = with_positives(pd.concat(train_parts, ignore_index=True))
 
     booster = BoosterParams(
-        max_depth=params.max_depth, learning_rate=params.learning_rate, rounds=params.rounds
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        rounds=params.rounds,
+        min_child_weight=params.min_child_weight,
     )
     objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
     windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
@@ -329,14 +255,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     )
     val_targets = spark.createDataFrame([(c,) for c in sorted(val_actual)], "customer_id string")
     live = choose_live(params, val_actual, live_methods(tx, val_targets, val_week, val_ranked, params.k))
-    config = {
-        "rules": asdict(rules),
-        "candidates": asdict(candidate_counts(params)),
-        "max_per_type": params.max_per_type,
-        "k": params.k,
-        "objective": ranker.objective,
-        "live": asdict(live),
-    }
+    config = {**pipeline_config(params, rules), "objective": ranker.objective, "live": asdict(live)}
     config_path = Path(params.artifacts_dir) / CONFIG_FILE
     tmp = config_path.with_name(config_path.name + ".tmp")
     tmp.write_text(json.dumps(config, indent=2))
@@ -344,7 +263,9 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
 
     # Test week: the chosen rules through the Spark path, then the same ranking function as batch scoring.
     test_truth = truth_table.where(F.col("split") == "test").select("customer_id", "article_ids").persist()
-    test, test_recall, filter_removed = week_frame(spark, params, snapshot, test_week, test_truth, rules, 0)
+    test, test_recall, filter_removed = week_frame(
+        spark, snapshot, test_week, test_truth, pipeline_config(params, rules), params.artifacts_dir
+    )
     actual = {r["customer_id"]: list(r["article_ids"]) for r in test_truth.collect()}
     ranked = rank_frame(test, ranker, max(params.k, 100), params.max_per_type)
     pipeline = ranked_lists(ranked)
@@ -359,6 +280,9 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
     )
     targets = test_truth.select("customer_id")
     methods = baseline_methods(tx, snapshot[Tables.CUSTOMERS], targets, test_week, 100)
+    # Buyers without purchases before the week get no candidates: served, they get the fallback (the
+    # age band's best sellers), so that is what the pipeline's list is for them here too.
+    pipeline = {c: pipeline.get(c) or methods["age_band_popular"][c] for c in actual}
     methods |= {
         "full_pipeline": pipeline,
         "full_pipeline_no_diversity": no_diversity,

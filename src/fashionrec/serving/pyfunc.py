@@ -60,9 +60,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     """Loads everything once in `load_context`; `predict` answers from memory."""
 
     def load_context(self, context: Any) -> None:
-        from fashionrec.serving.online import OnlineRecommender
+        from fashionrec.recommender.core import Recommender
 
-        self.recommender = OnlineRecommender(context.artifacts["snapshot"], context.artifacts["models"])
+        self.recommender = Recommender(context.artifacts["snapshot"], context.artifacts["models"])
         # The snapshot's millions of long-lived objects would make each full garbage collection a pause of
         # most of a second in the middle of some request; they live as long as the server, so freeze them.
         gc.collect()
@@ -71,7 +71,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        from fashionrec.serving.online import UnknownArticleError
+        from fashionrec.recommender.core import UnknownArticleError
 
         recommender = self.recommender
         requests = parse_requests(pd.DataFrame(model_input), recommender.k, recommender.week)

@@ -19,9 +19,9 @@ from pyspark.sql import SparkSession
 
 from fashionrec.config import RegisterParams
 from fashionrec.lake.session import get_spark
-from fashionrec.ranking.task import QUALITY_FILE
+from fashionrec.recommender.layout import QUALITY_FILE
+from fashionrec.recommender.snapshot import build_snapshot
 from fashionrec.serving.pyfunc import log_recommender
-from fashionrec.serving.snapshot import build_snapshot
 from fashionrec.training.tracking import tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
 

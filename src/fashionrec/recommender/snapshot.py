@@ -1,13 +1,15 @@
 """The compact feature snapshot the online recommender answers from, built in Spark from the lakehouse.
 
-It is pinned to what batch scoring last used (`scoring_state`: target week, transactions and customers
+Training writes one for each target week too (`ranking.frames`): the ranker learns from the rows the
+core computes from it. Serving's is pinned to what batch scoring last used (`scoring_state`: target week, transactions and customers
 versions, popularity snapshot), and built with the same Spark functions, so an online answer equals the
 customer's row in `recommendations`. Files (parquet, small enough to load into memory once):
 
 - purchases: every purchase before the week (customer_id, article_id, day number);
 - customers: age, region and the ranker's customer features;
 - articles: attributes, the ranker's article features, availability, 4-week sales, "has sold" flag;
-- tops: trending and age-band best-seller lists (sources and fallback);
+- tops: trending, age-band, decayed-popularity and per-product-type best-seller lists;
+- pairs: articles bought together (the `bought_together` source);
 - similar: visual neighbour pairs (when the image tasks ran);
 - meta.json: week, table versions, the pipeline config (rules, candidate counts, k, diversity).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +27,26 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import TableLocator, Tables
-from fashionrec.evaluation import baselines
-from fashionrec.evaluation.baselines import age_band
+from fashionrec.evaluation.baselines import age_band, decayed_sales
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import EPOCH, first_day, week_col
 from fashionrec.lake.tables import current_version, read_table
-from fashionrec.ranking.candidates import age_band_tops, article_sales, trending_top, visual_pairs
-from fashionrec.ranking.features import ARTICLE_FEATURES, CUSTOMER_FEATURES
 from fashionrec.ranking.filters import customer_region
-from fashionrec.ranking.task import CONFIG_FILE
+from fashionrec.recommender.layout import ARTICLE_TABLE_FEATURES as BASE_ARTICLE_FEATURES
+from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH
+from fashionrec.recommender.lists import (
+    age_band_tops,
+    article_sales,
+    bought_together_pairs,
+    decayed_top,
+    product_columns,
+    trending_top,
+    type_tops,
+    visual_pairs,
+)
 
-FALLBACK_DEPTH = 4  # fallback lists draw from this many times k best sellers, before the filters
+PAIR_WEEKS = 12  # the bought_together pairs count customers who bought both within this many weeks
 
 
 def _day_number(column: str) -> F.Column:
@@ -72,7 +83,7 @@ def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFr
     """Age, age band, region and the ranker's customer features of `customers` as of the week."""
     features = customer_features(personal_tx, customers, articles, [week]).select(
         "customer_id",
-        *[c for c in CUSTOMER_FEATURES if c not in ("age", "customer_mean_price")],
+        *[c for c in CUSTOMER_TABLE_FEATURES if c not in ("age", "customer_mean_price")],
         F.col("age").cast("double").alias("feature_age"),
         F.col("mean_price").alias("customer_mean_price"),
     )
@@ -84,34 +95,52 @@ def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFr
     ).join(features, "customer_id", "left")
 
 
-def decayed_top(spark: SparkSession, global_tx: DataFrame, week: int, k: int) -> DataFrame:
-    """The repurchase-then-popular baseline's popular list (list `decayed_popularity`), for the live
-    method when the baseline is live."""
-    ids = baselines.decayed_popularity(global_tx, week, k)
-    rows = [
-        ("decayed_popularity", None, a, rank, float(len(ids) - rank + 1)) for rank, a in enumerate(ids, 1)
-    ]
-    schema = "list string, band int, article_id string, source_rank int, source_score double"
-    return spark.createDataFrame(rows, schema).select(
-        "band", "article_id", "source_rank", "source_score", "list"
+@dataclass
+class GlobalInputs:
+    """What the snapshot's global half is computed from: transactions before the week count."""
+
+    global_tx: DataFrame  # popularity, trends, pairs, article features
+    customers: DataFrame  # age bands of the buyers
+    articles: DataFrame
+    availability: DataFrame | None = None  # stock, regions, age limits (the business rules)
+    similar: DataFrame | None = None  # visual neighbours (the image tasks)
+    # `features.article.article_features` rows already computed for the week (the article_features
+    # table, or one computation for many weeks in the backtest); None: computed here.
+    article_features: DataFrame | None = None
+
+
+def global_inputs(spark: SparkSession, tables: TableLocator, state: dict[str, Any]) -> GlobalInputs:
+    """The global inputs at the versions `state` names (the optional tables at their latest)."""
+
+    def optional(table: str) -> DataFrame | None:
+        if current_version(spark, tables, table) is None:
+            return None
+        return read_table(spark, tables, table)
+
+    return GlobalInputs(
+        read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["global_version"])),
+        read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"])),
+        read_table(spark, tables, Tables.ARTICLES),
+        optional(Tables.ARTICLE_AVAILABILITY),
+        optional(Tables.SIMILAR_ARTICLES),
     )
 
 
 def write_global_part(
-    spark: SparkSession, tables: TableLocator, artifacts_dir: str | Path, folder: Path, state: dict[str, Any]
+    inputs: GlobalInputs, week: int, config: dict[str, Any], folder: Path, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The snapshot's global half (articles, lists, neighbours, meta.json) for `state`'s week and
-    versions, into an existing `folder`; returns the meta."""
-    week = int(state["week"])
-    config = json.loads((Path(artifacts_dir) / CONFIG_FILE).read_text())
+    """The snapshot's global half (articles, lists, pairs, neighbours, meta.json) as of `week`, for the
+    pipeline `config` (pipeline.json's rules, candidate counts, k), into an existing `folder`; returns
+    the meta (`meta` adds to it: table versions)."""
     k, counts = int(config["k"]), config["candidates"]
-    global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["global_version"]))
-    customers = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))
-    articles = read_table(spark, tables, Tables.ARTICLES)
+    global_tx, customers, articles = inputs.global_tx, inputs.customers, inputs.articles
     rows: dict[str, int] = {}
-    item_features = article_features(global_tx, customers, articles, [week]).select(
+    computed = inputs.article_features
+    if computed is None or computed.where(F.col("as_of_week") == week).limit(1).count() == 0:
+        computed = article_features(global_tx, customers, articles, [week])
+    item_features = computed.where(F.col("as_of_week") == week).select(
         "article_id",
-        *[c for c in ARTICLE_FEATURES if c != "article_mean_price"],
+        *[c for c in BASE_ARTICLE_FEATURES if c != "article_mean_price"],
         F.col("mean_price").alias("article_mean_price"),
     )
     sold = global_tx.where(week_col(F.col("t_dat")) < week).select("article_id").distinct()
@@ -121,6 +150,8 @@ def write_global_part(
             F.col("product_code").alias("attr_product"),
             F.col("product_type_no").alias("attr_type"),
             F.col("colour_group_code").alias("attr_colour"),
+            F.col("department_no").alias("attr_department"),
+            F.col("index_group_no").alias("attr_index_group"),
         )
         .join(item_features, "article_id", "left")
         .join(
@@ -128,43 +159,51 @@ def write_global_part(
             "article_id",
             "left",
         )
+        .join(decayed_sales(global_tx, week), "article_id", "left")
+        .join(product_columns(global_tx, articles, week), "article_id", "left")
         .join(sold.withColumn("has_sold", F.lit(True)), "article_id", "left")
         .fillna(False, ["has_sold"])
+        .fillna(0.0, ["decayed_sales"])
     )
-    has_availability = current_version(spark, tables, Tables.ARTICLE_AVAILABILITY) is not None
-    if has_availability:
+    if inputs.availability is not None:
         catalogue = catalogue.join(
-            read_table(spark, tables, Tables.ARTICLE_AVAILABILITY).select(
-                "article_id", "in_stock", "regions", "min_age"
-            ),
-            "article_id",
-            "left",
+            inputs.availability.select("article_id", "in_stock", "regions", "min_age"), "article_id", "left"
         )
     rows["articles"] = _write(catalogue, folder, "articles")
     depth = max(FALLBACK_DEPTH * k, int(counts.get("age_band", 0)))
-    tops = (
-        trending_top(global_tx, week, int(counts.get("trending", 0)) or 1)
-        .withColumn("band", F.lit(None).cast("int"))
-        .withColumn("list", F.lit("trending"))
-        .unionByName(age_band_tops(global_tx, customers, week, depth).withColumn("list", F.lit("age_band")))
-        .unionByName(decayed_top(spark, global_tx, week, k))
-        .select("list", "band", "article_id", "source_rank", F.col("source_score").cast("double"))
-    )
-    rows["tops"] = _write(tops, folder, "tops")
-    has_similar = current_version(spark, tables, Tables.SIMILAR_ARTICLES) is not None
-    if has_similar:
-        rows["similar"] = _write(
-            visual_pairs(read_table(spark, tables, Tables.SIMILAR_ARTICLES)), folder, "similar"
+    popular_depth = max(k, int(counts.get("popular", 0)))
+
+    def listed(df: DataFrame, name: str, band: F.Column | None = None) -> DataFrame:
+        return df.withColumn("band", band if band is not None else F.col("band")).withColumn(
+            "list", F.lit(name)
         )
+
+    no_band = F.lit(None).cast("int")
+    tops = (
+        listed(trending_top(global_tx, week, int(counts.get("trending", 0)) or 1), "trending", no_band)
+        .unionByName(listed(age_band_tops(global_tx, customers, week, depth), "age_band"))
+        .unionByName(listed(decayed_top(global_tx, week, popular_depth), "decayed_popularity", no_band))
+    )
+    if int(counts.get("favourite_type", 0)) > 0:
+        tops = tops.unionByName(
+            listed(type_tops(global_tx, articles, week, int(counts["favourite_type"])), "type")
+        )
+    tops = tops.select("list", "band", "article_id", "source_rank", F.col("source_score").cast("double"))
+    rows["tops"] = _write(tops, folder, "tops")
+    if int(counts.get("bought_together", 0)) > 0:
+        pairs = bought_together_pairs(
+            global_tx, week, int(counts.get("pair_weeks", PAIR_WEEKS)), int(counts["bought_together"])
+        )
+        rows["pairs"] = _write(pairs, folder, "pairs")
+    if inputs.similar is not None:
+        rows["similar"] = _write(visual_pairs(inputs.similar), folder, "similar")
     meta = {
         "week": week,
         "week_start": str(first_day(week)),
-        "transactions_version": int(state["transactions_version"]),
-        "customers_version": int(state["customers_version"]),
-        "global_version": int(state["global_version"]),
-        "model_version": state["model_version"],
-        "has_availability": has_availability,
-        "has_similar": has_similar,
+        **(meta or {}),
+        "has_availability": inputs.availability is not None,
+        "has_similar": inputs.similar is not None,
+        "has_pairs": "pairs" in rows,
         "pipeline": config,
         "rows": rows,
     }
@@ -187,7 +226,14 @@ def build_snapshot(
     out = Path(out)
     staging = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
-    meta = write_global_part(spark, tables, artifacts_dir, staging, state)
+    config = json.loads((Path(artifacts_dir) / CONFIG_FILE).read_text())
+    versions = {
+        "transactions_version": int(state["transactions_version"]),
+        "customers_version": int(state["customers_version"]),
+        "global_version": int(state["global_version"]),
+        "model_version": state["model_version"],
+    }
+    meta = write_global_part(global_inputs(spark, tables, state), week, config, staging, versions)
     if customers:
         personal = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["transactions_version"]))
         people = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))

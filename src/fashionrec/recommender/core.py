@@ -1,9 +1,13 @@
-"""The online recommender: batch scoring's pipeline for a handful of customers, in memory.
+"""The recommender core: candidates → business filters → ranker features → XGBoost → diversity, for a
+batch of customers, in memory, from a snapshot (`recommender.snapshot`) loaded once.
 
-Candidates (two-tower via the query tower and the FAISS index, repurchase, other colours, trending, age
-band, visual cold start) → business filters → the ranker's features → XGBoost → diversity, from a
-snapshot (`serving.snapshot`) loaded once. Each step mirrors its Spark twin in `ranking/`; the serving
-tests check that a customer's answer equals their `recommendations` row.
+It is the one implementation of every per-customer step. The ranker's training rows
+(`ranking.frames`, on Spark through `mapInPandas`), the backtest, `batch_score` (also `mapInPandas`) and
+the served pyfunc all call it, so what the ranker learned from is what it is asked about.
+
+Sources (`recommender.layout.SOURCES`): two-tower (query tower + FAISS index), repurchase, other colours
+of bought products, trending, age-band best sellers, decayed popularity, articles bought together with the
+customer's recent ones, best sellers of their favourite product types, and visual cold start.
 """
 
 from __future__ import annotations
@@ -23,45 +27,30 @@ import pyarrow as pa
 
 from fashionrec.features.history import HISTORY_LENGTH, HISTORY_WEEKS
 from fashionrec.features.weeks import EPOCH
-from fashionrec.ranking.candidates import ABSENT_RANK, SOURCES
 from fashionrec.ranking.live import PIPELINE, live_lists, own_recent
 from fashionrec.ranking.model import Ranker
 from fashionrec.ranking.rank import rank_arrays
-from fashionrec.ranking.task import RANKER_DIR
+from fashionrec.recommender.layout import (
+    ABSENT_RANK,
+    ARTICLE_FEATURES,
+    CUSTOMER_TABLE_FEATURES,
+    FALLBACK_DEPTH,
+    RANDOM_SOURCE,
+    RANKER_DIR,
+    SOURCES,
+)
 from fashionrec.retrieval.queries import month_angle
-from fashionrec.retrieval.task import INDEX_FILE
-from fashionrec.serving.snapshot import FALLBACK_DEPTH
 
 FALLBACK_SOURCE = "age_band_fallback"
 # Snapshot columns copied into the ranker's features (customers' "feature_age" becomes "age").
-CUSTOMER_COLUMNS = (
-    "days_since_last_purchase",
-    "n_purchases_1w",
-    "n_purchases_4w",
-    "n_purchases_12w",
-    "n_purchases_all",
-    "spend_4w",
-    "online_share",
-    "customer_mean_price",
-    "feature_age",
-)
-ARTICLE_COLUMNS = (
-    "sales_1w",
-    "sales_4w",
-    "sales_all",
-    "trend",
-    "weeks_on_sale",
-    "article_mean_price",
-    "mean_buyer_age",
-    "product_type_no",
-    "index_group_no",
-    "garment_group_no",
-    "colour_group_code",
-    "graphical_appearance_no",
-)
+CUSTOMER_COLUMNS = (*[c for c in CUSTOMER_TABLE_FEATURES if c != "age"], "feature_age")
+ARTICLE_COLUMNS = tuple(ARTICLE_FEATURES)
+ATTRIBUTES = ("product", "type", "colour", "department", "index_group")  # snapshot columns attr_<name>
+FAVOURITE_TYPES = 2  # the favourite_type source reads the lists of the customer's two most bought types
 
 
 SOURCE_SLOT = {source: slot for slot, source in enumerate(SOURCES)}
+RANDOM_SLOT = len(SOURCES)  # an extra column of the union, dropped before the features
 
 
 @dataclass
@@ -113,23 +102,21 @@ class UnknownArticleError(KeyError):
     """An article id the snapshot's catalogue does not hold."""
 
 
-def _top(frame: pd.DataFrame, by: str, n: int) -> pd.DataFrame:
-    """Per customer, the `n` best rows by `by` descending, ties by article id (Spark's window order)."""
-    ordered = frame.sort_values(["customer_id", by, "article_id"], ascending=[True, False, True])
-    out = ordered.groupby("customer_id", sort=False).head(n)
-    return out.assign(source_rank=out.groupby("customer_id", sort=False).cumcount() + 1)
+class Recommender:
+    """Loads the snapshot, the towers, the index and the ranker once; `recommend` does no disk I/O."""
 
-
-class OnlineRecommender:
-    """Loads the towers, the index, the ranker and the snapshot once; `recommend` does no disk I/O."""
-
-    def __init__(self, snapshot_dir: str | Path, artifacts_dir: str | Path, customers: bool = True) -> None:
+    def __init__(
+        self,
+        snapshot_dir: str | Path,
+        artifacts_dir: str | Path,
+        customers: bool = True,
+        ranker: bool = True,
+    ) -> None:
         """Load the global half of the snapshot (articles, lists, neighbours) and the models; with
         `customers`, also its personal half (every customer's purchases and features: online serving).
-        Batch scoring passes `customers=False` and hands each batch's customers to `use_customers`."""
-        from fashionrec.retrieval.index import ArticleIndex
-        from fashionrec.retrieval.task import load_towers
-
+        Batch scoring and training pass `customers=False` and hand each batch's customers to
+        `use_customers`; training passes `ranker=False` (it computes the ranker's rows). The towers and
+        the index load only when the two-tower source is on."""
         folder = Path(snapshot_dir)
         self.meta = json.loads((folder / "meta.json").read_text())
         self.week = int(self.meta["week"])
@@ -143,7 +130,22 @@ class OnlineRecommender:
         trending = tops[tops["list"] == "trending"].sort_values("source_rank")
         self.trending = trending[["article_id", "source_rank", "source_score"]].reset_index(drop=True)
         decayed = tops[tops["list"] == "decayed_popularity"].sort_values("source_rank")
-        self.popular = decayed["article_id"].tolist()  # the baseline's list, for the live method
+        self.popular_rows = list(
+            zip(decayed["article_id"], decayed["source_rank"], decayed["source_score"], strict=True)
+        )
+        self.popular = decayed["article_id"].tolist()[: self.k]  # the baseline's list (live method)
+        by_type = tops[tops["list"] == "type"].sort_values(["band", "source_rank"])
+        self.type_rows = {
+            int(t): list(zip(g["article_id"], g["source_rank"], g["source_score"], strict=True))
+            for t, g in by_type.groupby("band")
+        }
+        self.together: dict[str, list[tuple[str, float]]] = {}
+        if self.meta.get("has_pairs"):
+            pairs = pd.read_parquet(folder / "pairs.parquet")
+            for article, other, count in zip(
+                pairs["article_id"], pairs["other_id"], pairs["count"], strict=True
+            ):
+                self.together.setdefault(article, []).append((other, float(count)))
         self.live = str(pipeline.get("live", {}).get("name", PIPELINE))
         bands = tops[tops["list"] == "age_band"].sort_values(["band", "source_rank"])
         self.bands = {
@@ -155,9 +157,14 @@ class OnlineRecommender:
             self.similar = pd.read_parquet(folder / "similar.parquet")
         self._build_lookups()
         artifacts = Path(artifacts_dir)
-        self.query_encoder, _, _ = load_towers(artifacts)
-        self.index = ArticleIndex.load(artifacts / INDEX_FILE)
-        self.ranker = Ranker.load(artifacts / RANKER_DIR).single_threaded()
+        self.uses_two_tower = int(self.counts.get("two_tower", 0)) > 0
+        if self.uses_two_tower:
+            from fashionrec.retrieval.index import ArticleIndex
+            from fashionrec.retrieval.task import INDEX_FILE, load_towers
+
+            self.query_encoder, _, _ = load_towers(artifacts)
+            self.index = ArticleIndex.load(artifacts / INDEX_FILE)
+        self.ranker: Ranker | None = Ranker.load(artifacts / RANKER_DIR).single_threaded() if ranker else None
         self.month_sin, self.month_cos = month_angle(self.week)
         self.timer = StageTimer()
         if customers:
@@ -177,7 +184,7 @@ class OnlineRecommender:
         self._customer_lookups()
         # A query embedding depends only on the snapshot (history, age, the week's month): computed once
         # here in batches, it spares each request a TensorFlow call (~2 ms of a ~7 ms answer).
-        warm = sorted(histories)
+        warm = sorted(histories) if self.uses_two_tower else []
         self.query_row = {c: i for i, c in enumerate(warm)}
         self.query_matrix = self._embed(warm) if warm else np.zeros((0, 0), np.float32)
 
@@ -235,17 +242,11 @@ class OnlineRecommender:
 
         articles = self.articles
         self.attrs = {
-            a: (code(p), code(t), code(c))
-            for a, p, t, c in zip(
-                articles.index,
-                articles["attr_product"],
-                articles["attr_type"],
-                articles["attr_colour"],
-                strict=True,
-            )
+            a: (code(p), code(t))
+            for a, p, t in zip(articles.index, articles["attr_product"], articles["attr_type"], strict=True)
         }
         self.siblings: dict[Any, list[str]] = {}
-        for article, (product, _, _) in self.attrs.items():
+        for article, (product, _) in self.attrs.items():
             if product is not None:
                 self.siblings.setdefault(product, []).append(article)
         sales = articles["sales_4w_source"].fillna(0).astype(np.float64)
@@ -288,9 +289,9 @@ class OnlineRecommender:
             extra = [a for a in named if a not in self.attrs]
         self.code_of = {a: i for i, a in enumerate(catalogue + extra)}
         self.in_catalogue = np.arange(len(self.code_of)) < len(catalogue)
-        self.attr_codes = np.full((len(self.code_of), 3), -1, dtype=np.int64)
-        for j, column in enumerate(("attr_product", "attr_type", "attr_colour")):
-            self.attr_codes[: len(catalogue), j] = pd.factorize(self.articles[column])[0]
+        self.attr_codes = np.full((len(self.code_of), len(ATTRIBUTES)), -1, dtype=np.int64)
+        for j, name in enumerate(ATTRIBUTES):
+            self.attr_codes[: len(catalogue), j] = pd.factorize(self.articles[f"attr_{name}"])[0]
         self.neighbour_start = np.zeros(len(self.code_of) + 1, dtype=np.int64)
         self.neighbour_code = np.zeros(0, dtype=np.int64)
         self.neighbour_similarity = np.zeros(0, dtype=np.float64)
@@ -379,11 +380,33 @@ class OnlineRecommender:
                 for neighbour, similarity in self.cold_neighbours.get(article, []):
                     looks[neighbour] = max(similarity, looks.get(neighbour, similarity))
             out["visual"] = self._best(looks, self.counts["visual"])
+        if self.together and self.counts.get("bought_together", 0) > 0:
+            together: dict[str, float] = {}
+            for article in distinct:
+                for other, count in self.together.get(article, []):
+                    if other not in distinct:
+                        together[other] = together.get(other, 0.0) + count
+            out["bought_together"] = self._best(together, self.counts["bought_together"])
+        if self.type_rows and self.counts.get("favourite_type", 0) > 0:
+            out["favourite_type"] = self._favourite_types(customer)
         return out
 
-    def candidates(self, customer_ids: list[str]) -> Candidates:
-        """`union_candidates` for warm customers: one row per (customer, article), rank/score per source
-        (the best rank and score when a source proposes an article twice)."""
+    def _favourite_types(self, customer: str) -> list[tuple[str, int, float]]:
+        """Best sellers of the customer's most bought product types (all history), merged by score."""
+        bought: dict[Any, int] = {}
+        for article, _ in self.history_rows.get(customer, []):
+            kind = self.attrs.get(article, (None, None))[1]
+            if kind is not None:
+                bought[kind] = bought.get(kind, 0) + 1
+        favourites = sorted(bought, key=lambda t: (-bought[t], t))[:FAVOURITE_TYPES]
+        scores = {a: float(v) for t in favourites for a, _, v in self.type_rows.get(int(t), [])}
+        return self._best(scores, self.counts["favourite_type"])
+
+    def candidates(self, customer_ids: list[str], random_negatives: int = 0, seed: int = 0) -> Candidates:
+        """One row per (customer, article) proposed by any source, with each source's rank and score (the
+        best rank and score when a source proposes an article twice). `random_negatives` adds that many
+        random catalogue articles per customer (training only: easy negatives, source "random", no
+        source rank)."""
         who: list[int] = []
         articles: list[str] = []
         slots: list[int] = []
@@ -399,58 +422,89 @@ class OnlineRecommender:
                 ranks.extend(found_ranks)
                 scores.extend(found_scores)
 
-        if self.counts["two_tower"] > 0:
+        if self.uses_two_tower:
             for person, found in enumerate(self._two_tower(customer_ids)):
                 add(person, "two_tower", found)
         trending = self.trending_rows[: self.counts["trending"]]
+        popular = self.popular_rows[: self.counts.get("popular", 0)]
         for person, customer in enumerate(customer_ids):
             for source, found in self._personal_sources(customer).items():
                 add(person, source, found)
             add(person, "trending", trending)
+            add(person, "popular", popular)
             add(person, "age_band", self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]])
+        if random_negatives > 0:
+            rng = np.random.default_rng(seed)
+            drawn = rng.integers(0, len(self.articles), (len(customer_ids), random_negatives))
+            for person, row in enumerate(drawn):
+                who.extend([person] * len(row))
+                articles.extend(self.articles.index[row])
+                slots.extend([RANDOM_SLOT] * len(row))
+                ranks.extend([1.0] * len(row))
+                scores.extend([0.0] * len(row))
         return _union(customer_ids, who, articles, slots, ranks, scores)
 
     # --- filters ----------------------------------------------------------------------------------
     def keep(
         self, customer_ids: list[str], article_ids: list[str], already_bought: bool = True
     ) -> np.ndarray:
-        """`apply_filters`'s keep flag for (customer, article) rows: not bought within the window, in
+        """The business rules' verdict for (customer, article) rows: not bought within the window, in
         stock, sold in the customer's region and not age-restricted for them (each rule that is on).
         `already_bought=False` skips the first rule (the live method's own recent articles)."""
+        removed = self.removals(customer_ids, article_ids, already_bought)
+        ok = np.ones(len(article_ids), dtype=bool)
+        for flags in removed.values():
+            ok &= ~flags
+        return ok
+
+    def removals(
+        self, customer_ids: list[str], article_ids: list[str], already_bought: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Per active rule, which rows it removes (a row can fail several; they are counted per rule).
+        A missing value never removes a row."""
         weeks = int(self.rules.get("already_bought_weeks", 0)) if already_bought else 0
         on = bool(self.meta["has_availability"])  # without the availability table the rules have no data
         stock, region, age = (on and bool(self.rules.get(r, True)) for r in ("out_of_stock", "region", "age"))
         person, people = pd.factorize(np.asarray(customer_ids, dtype=object))
         article = np.fromiter((self.code_of.get(a, -1) for a in article_ids), np.int64, len(article_ids))
         known, at = article >= 0, np.maximum(article, 0)
-        ok = np.ones(len(article), dtype=bool)
+        removed: dict[str, np.ndarray] = {}
         if weeks > 0:
             who, bought, day = self._purchases(list(people))
             recent = day // 7 >= self.week - weeks
             width = len(self.code_of) + 1
             keys, _, _ = _key_table(who[recent] * width + bought[recent], day[recent])
-            ok &= ~_find(keys, np.where(known, person * width + article, -1))[1]
+            removed["already_bought"] = _find(keys, np.where(known, person * width + article, -1))[1]
         if stock:
-            ok &= ~(known & self.stock_out[at])
+            removed["out_of_stock"] = known & self.stock_out[at]
         if region:
             home = np.array([self.region_column.get(c, -1) for c in people], dtype=np.int64)[person]
             restricted = known & self.region_restricted[at] & (home >= 0)
-            ok &= ~(restricted & ~self.region_allowed[at, np.maximum(home, 0)])
+            removed["region"] = restricted & ~self.region_allowed[at, np.maximum(home, 0)]
         if age:
             ages = np.array([self.customer_age.get(c, math.nan) for c in people], dtype=np.float64)[person]
-            ok &= ~(ages < np.where(known, self.min_age_of[at], 0.0))
-        return ok
+            removed["age"] = ages < np.where(known, self.min_age_of[at], 0.0)
+        return removed
 
     # --- features ---------------------------------------------------------------------------------
-    def features(self, candidates: Candidates) -> np.ndarray:
-        """`ranking_features` for the candidate rows: a float32 matrix in the ranker's feature order."""
+    def features(self, candidates: Candidates, names: list[str] | None = None) -> np.ndarray:
+        """The ranker's features of the candidate rows (`layout.FEATURES`; NaN where unknown): a float32
+        matrix with the columns `names` (default: the loaded ranker's)."""
+        if names is None:
+            if self.ranker is None:
+                raise ValueError("no ranker loaded: name the feature columns")
+            names = self.ranker.features
         n = len(candidates.article_ids)
         person, people = pd.factorize(np.asarray(candidates.customer_ids, dtype=object))
         article = np.fromiter((self.code_of.get(a, -1) for a in candidates.article_ids), np.int64, n)
-        counts, since, visual = self._interactions(person, list(people), article)
+        counts, since, visual, totals = self._interactions(person, list(people), article)
         columns: dict[str, np.ndarray] = {f"n_bought_{name}": counts[name] for name in counts}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name in ("type", "department", "colour", "index_group"):
+                columns[f"{name}_share"] = np.where(totals > 0, counts[name] / totals, np.nan)
         columns["days_since_article"], columns["days_since_product"] = since["article"], since["product"]
         columns["visual_similarity"] = visual
+        columns["repeat_share"] = self._repeat_share(list(people))[person]
         customer_rows = self._rows(self.customer_matrix, self.customer_row, list(people))[person]
         for i, column in enumerate(CUSTOMER_COLUMNS):
             columns["age" if column == "feature_age" else column] = customer_rows[:, i]
@@ -471,28 +525,38 @@ class OnlineRecommender:
         for slot, source in enumerate(SOURCES):
             columns[f"rank_{source}"] = ranks[:, slot]
             columns[f"score_{source}"] = scores[:, slot]
-        matrix = np.empty((n, len(self.ranker.features)), dtype=np.float32)
-        for j, column in enumerate(self.ranker.features):
+        matrix = np.empty((n, len(names)), dtype=np.float32)
+        for j, column in enumerate(names):
             matrix[:, j] = columns[column]
         return matrix
 
+    def _repeat_share(self, people: list[str]) -> np.ndarray:
+        """Per customer, the share of their purchases that repeat an article they bought before (NaN
+        without purchases): how much "buy it again" fits them."""
+        out = np.full(len(people), np.nan)
+        for i, customer in enumerate(people):
+            rows = self.history_rows.get(customer)
+            if rows:
+                out[i] = 1.0 - len({a for a, _ in rows}) / len(rows)
+        return out
+
     def _interactions(
         self, person: np.ndarray, people: list[str], article: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per candidate row (`people[person]` and article code `article`, -1 when unknown): how often
-        the customer bought the article / its product / type / colour before the week, days since the
-        last purchase of the article / product, and the best visual similarity to their purchases (0
-        without any). Whole batches at once: purchases and candidates become integer keys (customer
-        position × code), looked up in sorted key tables.
+        the customer bought the article / each of its attributes (`ATTRIBUTES`) before the week, days
+        since the last purchase of the article / product, the best visual similarity to their purchases
+        (0 without any) and their number of purchases. Whole batches at once: purchases and candidates
+        become integer keys (customer position × code), looked up in sorted key tables.
 
-        As in Spark, purchases of articles outside the catalogue count for nothing, and a missing
-        attribute never matches."""
+        Purchases of articles outside the catalogue count for nothing, and a missing attribute never
+        matches."""
         n = len(article)
         who, bought, day = self._purchases(people)
         width = len(self.code_of) + 1
         counts: dict[str, np.ndarray] = {}
         last: dict[str, np.ndarray] = {}
-        for j, name in enumerate(("article", "product", "type", "colour")):
+        for j, name in enumerate(("article", *ATTRIBUTES)):
             if name == "article":
                 mine, theirs = bought, article
             else:
@@ -507,7 +571,8 @@ class OnlineRecommender:
         visual = np.full(n, np.nan)
         if self.similar is not None:
             visual = self._visual(person, article, who, bought, width)
-        return counts, last, visual
+        totals = np.bincount(who, minlength=len(people)).astype(np.float64)[person]
+        return counts, last, visual, totals
 
     def _purchases(self, people: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(customer position, article code, day) of the customers' purchases of catalogue articles."""
@@ -583,7 +648,9 @@ class OnlineRecommender:
         ranked_k = k if method == PIPELINE else 2 * k  # a blend may drop ranked articles it already holds
         warm = [c for c in dict.fromkeys(customer_ids) if self.is_warm(c)]
         answers: dict[str, Recommendation] = {}
-        if warm:
+        if warm and self.ranker is None:
+            raise ValueError("this Recommender was loaded without a ranker: it computes candidates only")
+        if warm and self.ranker is not None:
             with self.timer.stage("candidates"):
                 candidates = self.candidates(warm)  # includes the "embed" and "ann" stages
             with self.timer.stage("filters"):
@@ -663,7 +730,10 @@ def _union(
     scores: list[float],
 ) -> Candidates:
     """Proposals (customer position, article, source slot, rank, score) → one row per (customer,
-    article), with numpy instead of a dictionary per row (the batch path unions ~80 rows per customer)."""
+    article), with numpy instead of a dictionary per row (the batch path unions ~80 rows per customer).
+    Slot `RANDOM_SLOT` marks random negatives: labelled "random" when no source proposed the article,
+    and never a rank or score column."""
+    width = len(SOURCES) + 1
     if not articles:
         empty = np.zeros((0, len(SOURCES)))
         return Candidates([], [], [], empty, empty.copy())
@@ -671,13 +741,15 @@ def _union(
     pair = np.asarray(who, dtype=np.int64) * len(names) + code
     pairs, row = np.unique(pair, return_inverse=True)
     slot = np.asarray(slots, dtype=np.int64)
-    best_rank = np.full((len(pairs), len(SOURCES)), np.inf)
+    best_rank = np.full((len(pairs), width), np.inf)
     np.minimum.at(best_rank, (row, slot), np.asarray(ranks, dtype=np.float64))
-    best_score = np.full((len(pairs), len(SOURCES)), -np.inf)
+    best_score = np.full((len(pairs), width), -np.inf)
     np.maximum.at(best_score, (row, slot), np.asarray(scores, dtype=np.float64))
     present = best_rank != np.inf
-    mask = present @ (1 << np.arange(len(SOURCES)))
+    mask = present[:, : len(SOURCES)] @ (1 << np.arange(len(SOURCES)))
     labels = {int(m): sorted(s for i, s in enumerate(SOURCES) if m >> i & 1) for m in np.unique(mask)}
+    labels[0] = [RANDOM_SOURCE]  # only random draws propose it
+    present, best_rank, best_score = present[:, :-1], best_rank[:, :-1], best_score[:, :-1]
     return Candidates(
         np.asarray(customer_ids, dtype=object)[pairs // len(names)].tolist(),
         np.asarray(names, dtype=object)[pairs % len(names)].tolist(),

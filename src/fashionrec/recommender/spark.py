@@ -1,0 +1,109 @@
+"""The recommender core on Spark: `mapInPandas` over customers, each Python worker loading the core once.
+
+The driver writes a snapshot's global half (`recommender.snapshot`) to a folder; each task hands the core
+Arrow batches of customers with their purchases and features. Batch scoring asks it for top-k lists
+(`ranking.score`), training for the ranker's candidate rows (`candidate_rows`): one code path, no
+shuffle of candidate rows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fashionrec.recommender.layout import FEATURES
+
+HISTORY_COLUMNS = ("history_articles", "history_days")
+_LOADED: dict[tuple[str, bool], Any] = {}  # (snapshot folder, with ranker) → core, per Python worker
+
+
+def loaded(snapshot_dir: str, artifacts_dir: str, ranker: bool = True) -> Any:
+    """The core of this snapshot, loaded once per Python worker process: Spark reuses its workers
+    across tasks, and each run writes its snapshot to a new folder, so the folder is the key."""
+    from fashionrec.recommender.core import Recommender
+
+    key = (snapshot_dir, ranker)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = Recommender(snapshot_dir, artifacts_dir, customers=False, ranker=ranker)
+    return _LOADED[key]
+
+
+def with_histories(customers: DataFrame, purchases: DataFrame, partitions: int) -> DataFrame:
+    """`customers` (`snapshot.customer_rows`) with their purchases before the week (`purchase_rows`)
+    as two arrays, spread over `partitions` tasks by customer."""
+    histories = purchases.groupBy("customer_id").agg(
+        F.collect_list("article_id").alias(HISTORY_COLUMNS[0]),
+        F.collect_list("day").alias(HISTORY_COLUMNS[1]),
+    )
+    return customers.join(histories, "customer_id", "left").repartition(max(partitions, 1), "customer_id")
+
+
+def use_batch(recommender: Any, batch: pd.DataFrame) -> list[str]:
+    """Hand a batch of `with_histories` rows to the core; returns its customer ids in row order."""
+    histories = {
+        customer: list(zip(articles.tolist(), days.tolist(), strict=True))
+        for customer, articles, days in zip(
+            batch["customer_id"], batch[HISTORY_COLUMNS[0]], batch[HISTORY_COLUMNS[1]], strict=True
+        )
+        if articles is not None and len(articles)
+    }
+    recommender.use_customers(batch.drop(columns=list(HISTORY_COLUMNS)), histories)
+    return batch["customer_id"].tolist()
+
+
+CANDIDATE_SCHEMA = ", ".join(
+    [
+        "customer_id string",
+        "article_id string",
+        "sources array<string>",
+        "removed_by array<string>",
+        *[f"{name} double" for name in FEATURES],
+    ]
+)
+
+
+def candidate_rows(
+    snapshot_dir: str | Path,
+    artifacts_dir: str | Path,
+    customers: DataFrame,
+    purchases: DataFrame,
+    partitions: int,
+    random_negatives: int = 0,
+    seed: int = 0,
+) -> DataFrame:
+    """Every candidate of each customer with its sources, the business rules that remove it (empty:
+    kept) and the ranker's `FEATURES`: the ranker's training and evaluation rows, from the core."""
+    snapshot, artifacts = str(Path(snapshot_dir).resolve()), str(Path(artifacts_dir).resolve())
+
+    def rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            core = loaded(snapshot, artifacts, ranker=False)
+            ids = [c for c in use_batch(core, batch) if core.is_warm(c)]
+            if not ids:
+                continue
+            batch_seed = seed + zlib.crc32(ids[0].encode())  # stable whatever the partitioning
+            found = core.candidates(ids, random_negatives, batch_seed)
+            removed = core.removals(found.customer_ids, found.article_ids)
+            reasons = [[] for _ in found.article_ids]
+            for rule, flags in removed.items():
+                for i in np.flatnonzero(flags):
+                    reasons[i].append(rule)
+            matrix = core.features(found, FEATURES).astype(np.float64)
+            out = pd.DataFrame(matrix, columns=FEATURES)
+            out.insert(0, "removed_by", reasons)
+            out.insert(0, "sources", found.sources)
+            out.insert(0, "article_id", found.article_ids)
+            out.insert(0, "customer_id", found.customer_ids)
+            yield out
+
+    return with_histories(customers, purchases, partitions).mapInPandas(rows, CANDIDATE_SCHEMA)
