@@ -119,10 +119,12 @@ def week_frame(
     artifacts_dir: str | Path,
     random_negatives: int = 0,
     seed: int = 0,
+    personal_tx: DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
     """Labelled ranker rows for the buyers in `truth` (customer_id, article_ids) as of `week`, for the
     pipeline `config` (`pipeline_config`): the rows its business rules keep, the candidate recall per
-    source and the rows each rule removed."""
+    source and the rows each rule removed. The customers' own purchases come from `personal_tx` when
+    given (incremental scoring's newer version), else from the snapshot's transactions."""
     inputs = global_inputs(snapshot)
     actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
     folder = Path(artifacts_dir) / FRAMES_DIR / f"{week}-{uuid.uuid4().hex[:8]}"
@@ -131,7 +133,8 @@ def week_frame(
         write_global_part(inputs, week, config, folder)
         targets = truth.select("customer_id")
         people = inputs.customers.join(targets, "customer_id", "left_semi")
-        tx = inputs.global_tx.join(targets, "customer_id", "left_semi")
+        own = personal_tx if personal_tx is not None else inputs.global_tx
+        tx = own.join(targets, "customer_id", "left_semi")
         tasks = min(spark.sparkContext.defaultParallelism, -(-len(actual) // ROWS_PER_TASK))
         rows = candidate_rows(
             folder,
