@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import RankingParams, Tables
 from fashionrec.features.weeks import week_col
 from fashionrec.ranking.filters import FilterRules
-from fashionrec.recommender.layout import SOURCES, CandidateCounts
+from fashionrec.recommender.layout import ABSENT_RANK, RANDOM_SOURCE, SOURCES, CandidateCounts
 from fashionrec.recommender.snapshot import GlobalInputs, customer_rows, purchase_rows, write_global_part
 from fashionrec.recommender.spark import candidate_rows
 
@@ -78,8 +78,9 @@ def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[
     hits = frame[frame["label"] == 1]
     out = {}
     for source in SOURCES:
-        out[source] = round(int((hits[f"rank_{source}"] < 999).sum()) / max(total, 1), 4)
-    out["union"] = round(int(hits["sources"].map(lambda s: "random" not in s).sum()) / max(total, 1), 4)
+        out[source] = round(int((hits[f"rank_{source}"] < ABSENT_RANK).sum()) / max(total, 1), 4)
+    proposed = hits["sources"].map(lambda s: RANDOM_SOURCE not in s)
+    out["union"] = round(int(proposed.sum()) / max(total, 1), 4)
     per_customer = frame.groupby("customer_id").size().mean() if len(frame) else 0.0
     out["candidates_per_customer"] = round(float(per_customer), 1)
     return out
