@@ -248,3 +248,35 @@ def test_run_summary_keeps_benchmark_figures_across_job_runs(tmp_path):
     write_summary(path, {"job": "fashionrec"}, {"evaluate": {}})  # a full run replaces the tasks only
     summary = json.loads(path.read_text())
     assert list(summary["tasks"]) == ["evaluate"] and "serving" in summary["benchmarks"]
+
+
+TRAINING_TASKS = {"train_retrieval", "train_image_similarity"}
+
+
+def _clusters(target: str) -> tuple[dict, dict[str, str]]:
+    """The main job's job clusters and each task's cluster key, with the target's variables filled in."""
+    values = load_bundle(REPO_ROOT).resolve_variables(target)
+    text = (REPO_ROOT / "resources" / "fashionrec_job.yml").read_text()
+    for name, value in values.items():
+        text = text.replace("${var." + name + "}", str(value))
+    job = yaml.safe_load(text)["resources"]["jobs"]["fashionrec"]
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    return clusters, {t["task_key"]: t["job_cluster_key"] for t in job["tasks"]}
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_training_tasks_run_on_the_gpu_cluster_with_one_gpu_per_task(target):
+    clusters, task_clusters = _clusters(target)
+    assert set(task_clusters.values()) <= set(clusters), "a task names a job cluster the job does not declare"
+    for task, key in task_clusters.items():
+        assert key == ("gpu" if task in TRAINING_TASKS else "cpu"), task
+    gpu = clusters["gpu"]
+    assert "gpu-ml" in gpu["spark_version"] and "cpu" not in gpu["spark_version"]
+    conf = gpu["spark_conf"]
+    assert conf["spark.task.resource.gpu.amount"] == "1"
+    assert int(conf["spark.executor.resource.gpu.amount"]) >= 1
+    assert conf["spark.python.worker.reuse"] == "false"
+
+
+def test_one_variable_moves_training_back_to_the_cpu_cluster():
+    assert set(_clusters("local")[1].values()) == {"cpu"}  # the local target sets training_cluster: cpu

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +14,7 @@ import pytest
 
 from fashionrec.retrieval.index import ArticleIndex, exact_search, recall_vs_exact
 from fashionrec.retrieval.inputs import encode, encode_history
+from tests.conftest import REPO_ROOT
 
 
 def test_encode_maps_unknown_and_null_to_the_oov_bucket():
@@ -96,22 +101,67 @@ def test_shards_are_disjoint_and_cover_the_snapshot(training):
     assert sum(s.rows for s in shards) == rows
 
 
-def test_two_barrier_workers_train_disjoint_shards_to_identical_weights(spark, training):
-    from fashionrec.retrieval.train import HyperParams, train_worker
-    from fashionrec.training.distributed import run_on_barrier
-
+def test_barrier_workers_on_two_executors_each_train_on_their_own_gpu_to_identical_weights(
+    training, tmp_path
+):
+    """Real executors (Spark's local-cluster: two executor JVMs, each with its own Python workers) with
+    fake GPUs from a discovery script: every barrier task gets a distinct GPU address and exposes exactly
+    that one to TensorFlow; training still completes on the CPU, to the same weights on both workers;
+    Hyperopt trials run in executor processes and see one GPU each."""
     spec, _, rows = training
     spec.output_dir = None
-    hp = HyperParams(embedding_dim=16, batch_size=128, epochs=2)
-    results = run_on_barrier(spark, lambda worker: train_worker(spec, hp, worker), 2)
-    first, second = results
-    assert first.index == 0 and second.index == 1
-    seen = [set(range(a, b)) for r in results for a, b in r.row_ranges]
-    assert set().union(*seen[: len(first.row_ranges)]).isdisjoint(set().union(*seen[len(first.row_ranges) :]))
-    assert first.examples + second.examples == rows
-    assert first.steps_per_epoch == second.steps_per_epoch > 0
-    assert first.weights_sha256 == second.weights_sha256
-    assert np.isfinite(first.losses).all() and first.losses[-1] < first.losses[0]
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(spec))
+    probe = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "cluster_probe.py"), "spec.pkl", "report.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert probe.returncode == 0, probe.stderr[-4000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    first, second = report["workers"]
+    assert [first["index"], second["index"]] == [0, 1]
+    assert len({first["pid"], second["pid"], report["driver_pid"]}) == 3  # two executor processes
+    assert len(first["gpus"]) == len(second["gpus"]) == 1 and first["gpus"] != second["gpus"]
+    for worker in (first, second):
+        assert worker["cuda_visible_devices"] == worker["gpus"][0]
+    assert first["examples"] + second["examples"] == rows
+    assert first["weights_sha256"] == second["weights_sha256"]
+    assert np.isfinite(first["losses"]).all() and first["losses"][-1] < first["losses"][0]
+
+    trials = report["trials"]
+    assert len(trials) == 2 and all(t["status"] == "ok" for t in trials)
+    for trial in trials:
+        assert trial["pid"] != report["driver_pid"] and len(trial["gpus"]) == 1
+        assert trial["cuda_visible_devices"] == trial["gpus"][0]
+
+
+def test_towers_train_under_mixed_precision_and_still_return_float32(training):
+    from fashionrec.retrieval.inputs import read_shard, tf_dataset
+    from fashionrec.retrieval.model import TowerConfig, TwoTower
+    from fashionrec.training.distributed import mixed_precision_policy
+    from fashionrec.training.tf_env import import_tensorflow
+
+    tf = import_tensorflow()
+    spec, _, _ = training
+    assert mixed_precision_policy(True) == "float32"  # requested, but this machine has no GPU
+    try:
+        assert mixed_precision_policy(True, on_cpu=True) == "mixed_bfloat16"
+        model = TwoTower(spec.vocab, TowerConfig(embedding_dim=16))
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+        arrays = read_shard(spec.files, spec.vocab, 0, 1).arrays
+        arrays["sampling_probability"] = spec.vocab.sampling_probability()[arrays["article_id"]]
+        history = model.fit(tf_dataset(arrays, 128, 0, 0.0), epochs=3, steps_per_epoch=5, verbose=0)
+        assert model.query_tower.compute_dtype == "bfloat16"
+        embedded = model.candidate_tower(spec.vocab.catalog_arrays())
+    finally:
+        mixed_precision_policy(False)
+    assert embedded.dtype == tf.float32
+    np.testing.assert_allclose(np.linalg.norm(embedded.numpy(), axis=1), 1.0, atol=1e-5)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
 def test_exported_string_towers_match_the_trained_towers(training, tmp_path):

@@ -151,6 +151,8 @@ class RetrievalParams(LakeParams):
     random_negatives: int = 0
     # Customers with fewer purchases before the validation week share the out-of-vocabulary embedding.
     min_customer_purchases: int = 1
+    # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.
+    mixed_precision: bool = False
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -289,6 +291,8 @@ class ImageSimilarityParams(LakeParams):
     # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
     holdout_share: float = 0.2
     validation_share: float = 0.2
+    # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.
+    mixed_precision: bool = False
     seed: int = 42
 
     @property

@@ -35,6 +35,12 @@ def _mlp(width: int, depth: int, name: str) -> Any:
     return tf.keras.Sequential([*layers, tf.keras.layers.Dense(width)], name=name)
 
 
+def _unit_float32(x: Any) -> Any:
+    """Unit-length embeddings in float32 whatever the compute dtype: the softmax over in-batch scores and
+    the exported towers stay full precision under mixed precision."""
+    return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=1)
+
+
 class QueryTower(tf.keras.Model):
     """Customer id (OOV bucket 0), normalised age, month on the unit circle, mean of recent purchases."""
 
@@ -46,16 +52,20 @@ class QueryTower(tf.keras.Model):
         self.mlp = _mlp(dim, config.depth, "query_mlp")
 
     def call(self, inputs: dict[str, Any]) -> Any:
+        dtype = self.compute_dtype  # bfloat16 under mixed precision, else float32
         history = inputs["history"]
-        mask = tf.cast(history > 0, tf.float32)[..., tf.newaxis]
-        pooled = tf.reduce_sum(self.history_embedding(history) * mask, axis=1) / tf.maximum(
-            tf.reduce_sum(mask, axis=1), 1.0
+        mask = tf.cast(history > 0, dtype)[..., tf.newaxis]
+        pooled = tf.reduce_sum(tf.cast(self.history_embedding(history), dtype) * mask, axis=1) / tf.maximum(
+            tf.reduce_sum(mask, axis=1), tf.cast(1.0, dtype)
         )
         dense = tf.stack(
             [inputs["age"], inputs["age_missing"], inputs["month_sin"], inputs["month_cos"]], axis=1
         )
-        x = tf.concat([self.customer_embedding(inputs["customer_id"]), pooled, dense], axis=1)
-        return tf.math.l2_normalize(self.mlp(x), axis=1)
+        x = tf.concat(
+            [tf.cast(self.customer_embedding(inputs["customer_id"]), dtype), pooled, tf.cast(dense, dtype)],
+            axis=1,
+        )
+        return _unit_float32(self.mlp(x))
 
 
 class CandidateTower(tf.keras.Model):
@@ -74,7 +84,7 @@ class CandidateTower(tf.keras.Model):
     def call(self, inputs: dict[str, Any]) -> Any:
         parts = [self.article_embedding(inputs["article_id"])]
         parts += [self.category_embeddings[name](inputs[name]) for name in ARTICLE_CATEGORIES]
-        return tf.math.l2_normalize(self.mlp(tf.concat(parts, axis=1)), axis=1)
+        return _unit_float32(self.mlp(tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=1)))
 
 
 class TwoTower(tfrs.Model):

@@ -141,6 +141,7 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
         customer_dropout=params.customer_dropout,
         logq_correction=params.logq_correction,
         random_negatives=params.random_negatives,
+        mixed_precision=params.mixed_precision,
     )
     spec = TrainingSpec(files=list(files), vocab=vocab, validation=validation, seed=params.seed)
     final_dir = Path(params.artifacts_dir) / TOWERS

@@ -21,7 +21,7 @@ import numpy as np
 
 from fashionrec.retrieval.inputs import read_shard, tf_dataset
 from fashionrec.retrieval.vocab import Vocabulary
-from fashionrec.training.distributed import WorkerContext
+from fashionrec.training.distributed import WorkerContext, mixed_precision_policy, multi_worker_strategy
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class HyperParams:
     logq_correction: bool = True
     random_negatives: int = 0  # uniform catalogue negatives added to each batch's in-batch negatives
     jit_compile: bool = False  # XLA-compile the train step
+    mixed_precision: bool = False  # float16 compute on GPUs (towers still return float32); off on CPUs
 
     def with_updates(self, **changes: Any) -> HyperParams:
         return HyperParams(**(asdict(self) | changes))
@@ -77,6 +78,8 @@ class WorkerResult:
     weights_sum: float
     metrics: dict[str, float] = field(default_factory=dict)
     exported: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[str, ...] = ()  # GPU addresses this worker was given (empty on CPUs)
+    precision: str = "float32"  # Keras dtype policy it trained under
 
 
 def _fingerprint(weights: list[np.ndarray]) -> tuple[str, float]:
@@ -111,9 +114,8 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
 
     tf = import_tensorflow()
     # The strategy must exist before any other TensorFlow op of this process.
-    strategy = (
-        tf.distribute.MultiWorkerMirroredStrategy() if worker.workers > 1 else tf.distribute.get_strategy()
-    )
+    strategy = multi_worker_strategy(worker) or tf.distribute.get_strategy()
+    precision = mixed_precision_policy(hp.mixed_precision)
     from fashionrec.retrieval.model import TowerConfig, TwoTower, export_towers
     from fashionrec.training.lazy_adam import LazyAdam
 
@@ -162,6 +164,8 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
         examples_per_second=round(steps * hp.batch_size * hp.epochs / seconds, 1),
         weights_sha256="",
         weights_sum=0.0,
+        gpus=worker.gpus,
+        precision=precision,
     )
     result.weights_sha256, result.weights_sum = _fingerprint(model.get_weights())
     if spec.validation is not None and spec.validation.size:

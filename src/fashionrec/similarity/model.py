@@ -31,6 +31,7 @@ class ImageHyperParams:
     epochs: int = 4
     steps_per_epoch: int = 100
     augment_copies: int = 1  # flipped / zoomed copies of every training image (`images.augmented_copies`)
+    mixed_precision: bool = False  # bfloat16 convolutions on GPUs; the embedding layer stays float32
     seed: int = 42
 
     def with_updates(self, **values: Any) -> ImageHyperParams:
@@ -47,7 +48,8 @@ def build_model(hp: ImageHyperParams, size: int) -> Any:
         x = layers.MaxPool2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dense(256, activation="relu")(x)
-    outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim)(x)
+    # float32 output layer: the loss and the exported embeddings keep full precision under mixed precision.
+    outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(x)
     model = tfsim.models.SimilarityModel(inputs, outputs)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(hp.learning_rate),

@@ -42,7 +42,13 @@ from fashionrec.similarity.neighbours import (
     precision_table,
     random_rows,
 )
-from fashionrec.training.distributed import SINGLE, WorkerContext, run_on_barrier
+from fashionrec.training.distributed import (
+    SINGLE,
+    WorkerContext,
+    mixed_precision_policy,
+    multi_worker_strategy,
+    run_on_barrier,
+)
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, search, start_trial_run
 
@@ -107,6 +113,7 @@ def _hp(params: ImageSimilarityParams) -> Any:
         epochs=params.epochs,
         steps_per_epoch=params.steps_per_epoch,
         augment_copies=params.augment_copies,
+        mixed_precision=params.mixed_precision,
         seed=params.seed,
     )
 
@@ -124,10 +131,8 @@ def train_and_score(
 ) -> dict[str, Any]:
     """One worker's training of one model per class key (data-parallel when `worker.workers` > 1); mixing
     weights chosen on validation products; holdout precision of the mix and of each model; chief exports."""
-    from fashionrec.training.tf_env import import_tensorflow
-
-    tf = import_tensorflow()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if worker.workers > 1 else None
+    strategy = multi_worker_strategy(worker)
+    mixed_precision_policy(hp.mixed_precision)
     from fashionrec.similarity import model as image_model
 
     started = time.perf_counter()

@@ -1,5 +1,8 @@
 """Hyperparameter search with Hyperopt `SparkTrials`: each trial is a Spark task and a nested MLflow run.
 
+On a GPU cluster each trial's task holds one GPU (`spark.task.resource.gpu.amount`), and the trial exposes
+only that one to TensorFlow, so `parallelism` trials run side by side on as many GPUs.
+
 The objective runs in a Spark Python worker, so it receives everything it needs by value (the tracking
 URI made absolute, the parent run id) and opens its own MLflow client there.
 """
@@ -12,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+
+from fashionrec.training.distributed import bind_task_gpus
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -48,9 +53,13 @@ def search(
     import numpy as np
     from hyperopt import SparkTrials, fmin, space_eval, tpe
 
+    def on_the_task_gpu(values: dict[str, Any]) -> dict[str, Any]:
+        bind_task_gpus()  # a trial sees only the GPU Spark gave its task (none on CPU clusters)
+        return objective(values)
+
     trials = SparkTrials(parallelism=parallelism, spark_session=spark)
     best = fmin(
-        fn=objective,
+        fn=on_the_task_gpu,
         space=dict(space),
         algo=tpe.suggest,
         max_evals=max_evals,
