@@ -72,22 +72,14 @@ def test_build_rejects_mismatched_ids():
 
 @pytest.fixture(scope="module")
 def training(spark, tiny_lake):
-    """(spec, vocab, validation) for the tiny lakehouse."""
+    """(spec, validation queries, training rows) for the tiny lakehouse."""
     from fashionrec.config import RetrievalParams, Tables
-    from fashionrec.features.splits import Splits
     from fashionrec.lake.tables import read_table
-    from fashionrec.retrieval.task import validation_set
-    from fashionrec.retrieval.train import TrainingSpec
-    from fashionrec.retrieval.vocab import vocabulary_from_lake
+    from fashionrec.retrieval.task import training_spec
 
     tables, _ = tiny_lake
-    params = RetrievalParams(lakehouse=tables.lakehouse)
-    splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
-    vocab = vocabulary_from_lake(spark, tables, splits.val_week)
-    files = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).inputFiles()
-    queries, validation = validation_set(spark, params, splits, vocab, "val")
-    rows = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count()
-    return TrainingSpec(files=list(files), vocab=vocab, validation=validation), queries, rows
+    spec, queries = training_spec(spark, RetrievalParams(lakehouse=tables.lakehouse))
+    return spec, queries, read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count()
 
 
 def test_shards_are_disjoint_and_cover_the_snapshot(training):

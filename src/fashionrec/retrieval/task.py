@@ -120,17 +120,26 @@ def _tune(
     return base.with_updates(**found.best), found.trials
 
 
+def training_spec(
+    spark: SparkSession, params: RetrievalParams, version: int | None = None
+) -> tuple[TrainingSpec, pa.Table]:
+    """What every worker needs (the training snapshot's files, vocabulary, validation set) and the
+    validation queries; `version` pins the training set's Delta version (None: the current one)."""
+    tables = params.tables
+    splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
+    vocab = vocabulary_from_lake(spark, tables, splits.val_week, params.min_customer_purchases)
+    files = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET, version=version).inputFiles()
+    queries, validation = validation_set(spark, params, splits, vocab, "val")
+    return TrainingSpec(files=list(files), vocab=vocab, validation=validation, seed=params.seed), queries
+
+
 def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-train-retrieval")
     started = time.perf_counter()
-    tables = params.tables
     versions = _versions(spark, params, TRAINING_SOURCES)
-    splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
-    vocab = vocabulary_from_lake(spark, tables, splits.val_week, params.min_customer_purchases)
-    files = read_table(
-        spark, tables, Tables.RETRIEVAL_TRAINING_SET, version=versions[Tables.RETRIEVAL_TRAINING_SET]
-    ).inputFiles()
-    _, validation = validation_set(spark, params, splits, vocab, "val")
+    spec, _ = training_spec(spark, params, versions[Tables.RETRIEVAL_TRAINING_SET])
+    vocab, validation = spec.vocab, spec.validation
+    assert validation is not None
     base = HyperParams(
         embedding_dim=params.embedding_dim,
         depth=params.depth,
@@ -143,7 +152,6 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
         random_negatives=params.random_negatives,
         mixed_precision=params.mixed_precision,
     )
-    spec = TrainingSpec(files=list(files), vocab=vocab, validation=validation, seed=params.seed)
     final_dir = Path(params.artifacts_dir) / TOWERS
     staging = final_dir.with_name(f"towers.tmp-{uuid.uuid4().hex[:8]}")
 
