@@ -167,3 +167,26 @@ def test_in_sample_two_tower_rows_and_scores_are_blanked_for_earlier_weeks():
         ["repurchase"],
         ["popular"],
     ]
+
+
+def test_cold_start_reach_counts_new_article_purchases_by_how_they_arrived():
+    import pandas as pd
+
+    from fashionrec.ranking.frames import cold_start_reach
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "c2"],
+            "article_id": ["new1", "old", "new2", "new3"],
+            "sources": [["visual"], ["repurchase"], ["visual", "trending"], ["random"]],
+        }
+    )
+    actual = {"c1": ["new1", "old"], "c2": ["new2", "new3", "new4"]}
+    reach = cold_start_reach(frame, actual, {"old"}, {"c1": ["new1", "old"], "c2": ["x"]}, 12)
+    # New-article purchases: c1/new1, c2/new2, c2/new3, c2/new4. new3 came only as a random negative.
+    assert reach == {
+        "new_article_purchases": 4,
+        "in_candidates": 0.5,  # new1 and new2 (a random negative is no candidate)
+        "in_candidates_without_visual": 0.25,  # only new2 also came from trending
+        "in_top12": 0.25,
+    }

@@ -3,6 +3,8 @@ answers real HTTP requests (good and bad ones) with the right status codes."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import socket
@@ -14,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fashionrec.config import TableLocator
 
@@ -300,10 +303,41 @@ def test_rest_endpoint_answers_single_batch_unknown_and_similar(server, recommen
     assert set(body["predictions"][0]["sources"]) == {"visual"}
 
 
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_rest_endpoint_finds_articles_by_photo(server, tiny_data):
+    """A catalogue article's own photo, sent as base64 at another size, finds that article first; a
+    truncated copy of it gets 400 naming the problem."""
+    photo = sorted((tiny_data / "images").rglob("*.jpg"))[7]
+    article = photo.stem
+    with Image.open(photo) as image:
+        buffer = io.BytesIO()
+        image.resize((3 * image.width, 3 * image.height)).save(buffer, format="PNG")  # the encoder resizes
+    status, body = _post(
+        server, {"dataframe_records": [{"image": base64.b64encode(buffer.getvalue()).decode(), "k": 5}]}
+    )
+    assert status == 200, body
+    answer = body["predictions"][0]
+    assert (
+        answer["id"] == "image 0" and len(answer["article_ids"]) == 5 and set(answer["sources"]) == {"photo"}
+    )
+    assert answer["article_ids"][0] == article and answer["scores"][0] > 0.95
+    assert answer["scores"] == sorted(answer["scores"], reverse=True)
+
+    truncated = base64.b64encode(photo.read_bytes()[: len(photo.read_bytes()) // 2]).decode()
+    status, body = _post(server, {"dataframe_records": [{"image": truncated}]})
+    assert status == 400 and "truncated or corrupt" in body["message"], body
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"dataframe_records": [{"k": 5}]}, "exactly one of customer_id and article_id"),
+        ({"dataframe_records": [{"k": 5}]}, "exactly one of customer_id, article_id and image"),
+        ({"dataframe_records": [{"image": "not base64!"}]}, "image is not valid base64"),
+        ({"dataframe_records": [{"image": base64.b64encode(b"GIF89a....").decode()}]}, "not a JPEG or PNG"),
+        (
+            {"dataframe_records": [{"customer_id": "x", "image": base64.b64encode(b"\xff\xd8").decode()}]},
+            "give exactly one of customer_id, article_id and image (got customer_id and image)",
+        ),
         ({"dataframe_records": [{"customer_id": "x", "k": 0}]}, "k must be from 1 to 100"),
         ({"dataframe_records": [{"customer_id": "x", "k": 1000}]}, "k must be from 1 to 100"),
         ({"dataframe_records": [{"customer_id": "x", "as_of": "yesterday"}]}, "as_of must be a date"),

@@ -104,7 +104,7 @@ def test_saved_encoder_is_the_weighted_concatenation_of_its_models(tmp_path):
     from fashionrec.similarity import model as image_model
 
     hp = image_model.ImageHyperParams(embedding_dim=8, width=4)
-    models = [image_model.build_model(hp.with_updates(seed=s), 16) for s in (1, 2)]
+    models = [image_model.build_model(hp.with_updates(seed=s), 16)[0] for s in (1, 2)]
     pixels = np.random.default_rng(3).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)
     image_model.export(models, [0.25, 0.75], tmp_path / "encoder")
     saved = image_encoder.embed_saved(image_encoder.load(tmp_path / "encoder"), pixels)

@@ -262,7 +262,7 @@ class ImageIngestParams(LakeParams):
     images_path: str = "data/small/images"
 
 
-CLASS_KEYS = ("product_type", "product_code", "type_colour")
+CLASS_KEYS = ("product_type", "product_code", "type_colour", "colour")
 
 
 @dataclass(frozen=True)
@@ -291,6 +291,12 @@ class ImageSimilarityParams(LakeParams):
     # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
     holdout_share: float = 0.2
     validation_share: float = 0.2
+    # Pixels a side the model sees, its network and its loss (`similarity.model.ImageHyperParams`): the
+    # defaults suit rendered images; real photos train best at 64 px, compact, cosine_softmax (benchmarks).
+    image_size: int = 32
+    architecture: str = "plain"
+    loss: str = "multi_similarity"
+    batch_size: int = 128
     # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.
     mixed_precision: bool = False
     seed: int = 42

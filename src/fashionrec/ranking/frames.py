@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -84,6 +85,35 @@ def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[
     per_customer = frame.groupby("customer_id").size().mean() if len(frame) else 0.0
     out["candidates_per_customer"] = round(float(per_customer), 1)
     return out
+
+
+def cold_start_reach(
+    frame: pd.DataFrame,
+    actual: dict[str, list[str]],
+    sold_before: set[str],
+    lists: dict[str, list[str]],
+    k: int,
+) -> dict[str, float]:
+    """Purchases of new articles (never sold before the week): the share that reaches the candidates
+    (after the business rules) with every source, without the visual source, and the served top-k.
+    New articles have no sales to be retrieved by, so visual neighbours of what a customer bought are
+    their way in."""
+    wanted = {(c, a) for c, ids in actual.items() for a in set(ids) if a not in sold_before}
+    pairs = zip(frame["customer_id"], frame["article_id"], strict=True)
+    wanted_rows = np.fromiter(((c, a) in wanted for c, a in pairs), dtype=bool, count=len(frame))
+    sourced = frame["sources"].map(lambda s: any(x != RANDOM_SOURCE for x in s)).to_numpy(dtype=bool)
+    proposed = frame[wanted_rows & sourced]
+    with_visual = set(zip(proposed["customer_id"], proposed["article_id"], strict=True))
+    others = proposed[proposed["sources"].map(lambda s: any(x not in ("visual", RANDOM_SOURCE) for x in s))]
+    without_visual = set(zip(others["customer_id"], others["article_id"], strict=True))
+    served = {(c, a) for c, a in wanted if a in lists.get(c, [])[:k]}
+    total = max(len(wanted), 1)
+    return {
+        "new_article_purchases": len(wanted),
+        "in_candidates": round(len(with_visual) / total, 4),
+        "in_candidates_without_visual": round(len(without_visual) / total, 4),
+        f"in_top{k}": round(len(served) / total, 4),
+    }
 
 
 def filter_counts(frame: pd.DataFrame) -> dict[str, int]:

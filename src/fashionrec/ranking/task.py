@@ -36,11 +36,17 @@ from fashionrec.evaluation.pooled import choose, scores
 from fashionrec.evaluation.report import map_bar_chart, metric_rows, save_figure
 from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
 from fashionrec.features.splits import Splits
-from fashionrec.features.weeks import first_day
+from fashionrec.features.weeks import before_week, first_day
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, overwrite_table, read_table
 from fashionrec.ranking.filters import FilterRules
-from fashionrec.ranking.frames import candidate_counts, pipeline_config, week_frame, week_truth
+from fashionrec.ranking.frames import (
+    candidate_counts,
+    cold_start_reach,
+    pipeline_config,
+    week_frame,
+    week_truth,
+)
 from fashionrec.ranking.live import BASELINE, BLEND_CUTOFFS, PIPELINE, LiveChoice, blend_name, live_lists
 from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit, fit_distributed
 from fashionrec.ranking.rank import rank_frame
@@ -289,6 +295,10 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         "two_tower_only": retrieval_only,
         "live": live_methods(tx, targets, test_week, pipeline, params.k)[live.name],
     }
+    sold_before = {
+        r["article_id"] for r in before_week(tx, test_week).select("article_id").distinct().collect()
+    }
+    cold_start = cold_start_reach(test, actual, sold_before, pipeline, params.k)
     oracle = oracle_method(params.data_path, tx, targets, test_week, 100)
     if oracle is not None:
         methods["oracle"] = oracle
@@ -357,6 +367,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         for method, metrics in results.items():
             mlflow.log_metrics({metric_name(method, m): v for m, v in metrics.items()})
         mlflow.log_metrics({metric_name("candidate_recall", s): v for s, v in test_recall.items()})
+        mlflow.log_metrics({metric_name("cold_start", s): float(v) for s, v in cold_start.items()})
         mlflow.xgboost.log_model(ranker.booster, name="ranker")
         for path in (chart, importance, reports / "ranking_test.json", config_path):
             mlflow.log_artifact(str(path))
@@ -372,6 +383,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         "chosen": {"objective": ranker.objective, "already_bought_weeks": window},
         "candidate_recall_val": val_recall,
         "candidate_recall_test": test_recall,
+        "cold_start_test": cold_start,
         "filters_test": filter_removed,
         "metrics": [
             {

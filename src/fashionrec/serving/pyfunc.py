@@ -5,7 +5,9 @@ Model Serving.
 Request rows (dataframe_split or dataframe_records), one of:
 - `customer_id` with optional `k` (1..100, default 12), `exclude` (article ids) and `as_of` (a date in the
   snapshot's week: the model answers for one week and says so rather than pretend otherwise);
-- `article_id` with optional `k`: that article's visual neighbours ("similar items").
+- `article_id` with optional `k`: that article's visual neighbours ("similar items");
+- `image` (a base64-encoded JPEG or PNG, at most 1 MiB and 4096 pixels a side) with optional `k`: the
+  catalogue articles whose photos look closest (search by photo; `serving.photo`).
 Answer rows: `id`, `article_ids`, `scores`, `sources` (per article), `fallback` (popular items for a
 customer without history). Bad input raises an MlflowException with INVALID_PARAMETER_VALUE, which the
 scoring server turns into HTTP 400 with the reason.
@@ -31,12 +33,14 @@ from fashionrec.serving.requests import bad_request, parse_requests
 
 REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements.txt"
 MODEL_FILES = ("retrieval/towers", "retrieval/index.npz", "ranking/ranker", "ranking/pipeline.json")
+OPTIONAL_MODEL_FILES = ("similarity/model",)  # the image encoder, when the image tasks ran
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
             ColSpec(DataType.string, "customer_id", required=False),
             ColSpec(DataType.string, "article_id", required=False),
+            ColSpec(DataType.string, "image", required=False),
             # `k` and `exclude` reach the model as sent (AnyType): MLflow would turn `true` or 12.5 into an
             # integer before the model could reject them.
             ColSpec(AnyType(), "k", required=False),
@@ -61,8 +65,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from fashionrec.recommender.core import Recommender
+        from fashionrec.serving.photo import PhotoSearch
 
         self.recommender = Recommender(context.artifacts["snapshot"], context.artifacts["models"])
+        self.photos = PhotoSearch.from_folders(context.artifacts["models"], context.artifacts["snapshot"])
         # The snapshot's millions of long-lived objects would make each full garbage collection a pause of
         # most of a second in the middle of some request; they live as long as the server, so freeze them.
         gc.collect()
@@ -105,8 +111,25 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                     "sources": ["visual"] * len(similar),
                     "fallback": False,
                 }
+            if request["image"] is not None:
+                answers[i] = self._photo_answer(i, request["image"], request["k"])
             rows.append(answers[i])
         return _answer_frame(rows)
+
+    def _photo_answer(self, row: int, photo: np.ndarray, k: int) -> dict[str, Any]:
+        if self.photos is None:
+            raise bad_request(
+                f"row {row}: this model has no photo search (no image model or image embeddings were "
+                "registered with it: run the image tasks before register)"
+            )
+        similar = self.photos.search(photo, k)
+        return {
+            "id": f"image {row}",
+            "article_ids": [a for a, _ in similar],
+            "scores": [s for _, s in similar],
+            "sources": ["photo"] * len(similar),
+            "fallback": False,
+        }
 
 
 ANSWER_COLUMNS = ("id", "article_ids", "scores", "sources", "fallback")
@@ -125,11 +148,14 @@ def _answer_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def stage_model_files(artifacts_dir: str | Path, into: Path) -> Path:
-    """Copy only what serving needs (towers, index, ranker, pipeline config) out of the artifacts folder."""
+    """Copy only what serving needs (towers, index, ranker, pipeline config, the image encoder when there is
+    one) out of the artifacts folder."""
     root = Path(artifacts_dir)
-    for name in MODEL_FILES:
+    for name in (*MODEL_FILES, *OPTIONAL_MODEL_FILES):
         source, target = root / name, into / name
         if not source.exists():
+            if name in OPTIONAL_MODEL_FILES:
+                continue
             raise FileNotFoundError(f"{source} is missing: run train_retrieval, build_index and train_ranker")
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)

@@ -21,6 +21,7 @@ from fashionrec.config import RegisterParams
 from fashionrec.lake.session import get_spark
 from fashionrec.recommender.layout import QUALITY_FILE
 from fashionrec.recommender.snapshot import build_snapshot
+from fashionrec.serving.photo import write_gallery
 from fashionrec.serving.pyfunc import log_recommender
 from fashionrec.training.tracking import tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
@@ -68,6 +69,7 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
     quality = json.loads(quality_path.read_text())
     new_map = float(quality["map@12"])
     snapshot = build_snapshot(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
+    gallery = write_gallery(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
 
     tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
     with tracked_run(tracking_uri, params.experiment, "register", {"task": "register"}) as run:
@@ -111,6 +113,7 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         "champion_before": int(champion.version) if champion is not None else None,
         "snapshot_week": snapshot["week_start"],
         "snapshot_rows": snapshot["rows"],
+        "photo_search_articles": gallery,  # None: registered without search by photo
         "model_uri": f"models:/{name}@champion",
         "mlflow_run_id": run_id,
         "seconds": round(time.perf_counter() - started, 1),

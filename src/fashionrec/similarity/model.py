@@ -20,6 +20,9 @@ tf = import_tensorflow()
 
 import tensorflow_similarity as tfsim  # noqa: E402  (after TF_USE_LEGACY_KERAS is set)
 
+ARCHITECTURES = ("plain", "compact")
+LOSSES = ("multi_similarity", "cosine_softmax")
+
 
 @dataclass(frozen=True)
 class ImageHyperParams:
@@ -32,30 +35,108 @@ class ImageHyperParams:
     steps_per_epoch: int = 100
     augment_copies: int = 1  # flipped / zoomed copies of every training image (`images.augmented_copies`)
     mixed_precision: bool = False  # bfloat16 convolutions on GPUs; the embedding layer stays float32
+    # plain: 3 x two 3x3 convolutions, flatten (chosen on rendered 32-pixel images); compact: a strided 5x5
+    # stem, batch-normalised blocks, global average pooling and in-graph flips / zooms / shifts (real photos).
+    architecture: str = "plain"
+    # multi_similarity: TF Similarity's MultiSimilarityLoss on class-balanced batches; cosine_softmax: a
+    # softmax over cosine similarities to one learned proxy per class (scaled by `softmax_scale`) on
+    # batches drawn as the catalogue comes, which learned real photos 2x faster (docs/benchmarks.md).
+    loss: str = "multi_similarity"
+    softmax_scale: float = 16.0
+    batch_size: int = (
+        128  # cosine_softmax's batches (multi_similarity: classes_per_batch x examples_per_class)
+    )
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
     def with_updates(self, **values: Any) -> ImageHyperParams:
         return ImageHyperParams(**{**self.__dict__, **values})
 
 
-def build_model(hp: ImageHyperParams, size: int) -> Any:
+def _backbone(hp: ImageHyperParams, size: int) -> tuple[Any, Any]:
+    """(inputs, features before the embedding layer)."""
     layers = tf.keras.layers
     inputs = layers.Input((size, size, 3), dtype=tf.float32)
     x = layers.Rescaling(1.0 / 255)(inputs)
-    for i in range(3):
-        x = layers.Conv2D(hp.width * 2**i, 3, padding="same", activation="relu")(x)
-        x = layers.Conv2D(hp.width * 2**i, 3, padding="same", activation="relu")(x)
-        x = layers.MaxPool2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu")(x)
+    if hp.architecture == "plain":
+        for i in range(3):
+            x = layers.Conv2D(hp.width * 2**i, 3, padding="same", activation="relu")(x)
+            x = layers.Conv2D(hp.width * 2**i, 3, padding="same", activation="relu")(x)
+            x = layers.MaxPool2D()(x)
+        x = layers.Flatten()(x)
+    else:
+        # Active only in training: the exported encoder sees the image as it is.
+        x = layers.RandomFlip("horizontal", seed=hp.seed)(x)
+        x = layers.RandomZoom((-0.15, 0.0), seed=hp.seed)(x)
+        x = layers.RandomTranslation(0.08, 0.08, seed=hp.seed)(x)
+        x = _conv(x, hp.width, 5, strides=2)
+        for i in range(1, 4):
+            x = layers.MaxPool2D()(_conv(x, hp.width * 2**i, 3))
+        x = layers.GlobalAveragePooling2D()(x)
+    return inputs, layers.Dense(256, activation="relu")(x)
+
+
+def _conv(x: Any, filters: int, kernel: int, strides: int = 1) -> Any:
+    layers = tf.keras.layers
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    return layers.ReLU()(layers.BatchNormalization()(x))
+
+
+def build_model(hp: ImageHyperParams, size: int, classes: int = 0) -> tuple[Any, Any]:
+    """(embedding model, compiled model that trains it): one `SimilarityModel` for multi_similarity; for
+    cosine_softmax the embedding model and a classifier over `classes` proxies built on top of it."""
+    inputs, features = _backbone(hp, size)
     # float32 output layer: the loss and the exported embeddings keep full precision under mixed precision.
-    outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(x)
-    model = tfsim.models.SimilarityModel(inputs, outputs)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
-        loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"),
-    )
-    return model
+    outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
+    optimizer = tf.keras.optimizers.Adam(hp.learning_rate)
+    if hp.loss == "multi_similarity":
+        model = tfsim.models.SimilarityModel(inputs, outputs)
+        model.compile(optimizer=optimizer, loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"))
+        return model, model
+    model = tf.keras.Model(inputs, outputs)
+    trainer = tf.keras.Model(inputs, CosineProxies(classes, hp.softmax_scale, dtype="float32")(outputs))
+    trainer.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model, trainer
+
+
+class CosineProxies(tf.keras.layers.Layer):
+    """Scaled cosine similarity of unit embeddings to one learned unit proxy per class (normalised
+    softmax): a metric-learning loss whose every example meets every class, not only those in its batch."""
+
+    def __init__(self, classes: int, scale: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.classes, self.scale = classes, scale
+
+    def build(self, input_shape: Any) -> None:
+        self.proxies = self.add_weight(
+            name="proxies", shape=(int(input_shape[-1]), self.classes), initializer="glorot_uniform"
+        )
+
+    def call(self, embeddings: Any) -> Any:
+        return self.scale * tf.matmul(
+            tf.math.l2_normalize(embeddings, axis=1), tf.math.l2_normalize(self.proxies, axis=0)
+        )
+
+
+class CatalogueBatches(tf.keras.utils.Sequence):
+    """Random batches of (images, classes) drawn as the catalogue comes (frequent classes more often)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.steps = x, y, batch_size, steps
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, _: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.rng.integers(0, len(self.x), self.batch_size)
+        return self.x[rows].astype(np.float32), self.y[rows]
 
 
 def train(
@@ -65,32 +146,35 @@ def train(
     strategy: Any = None,
     log_epochs: bool = True,
 ) -> tuple[Any, list[float]]:
-    """Fit on class-balanced batches: each batch holds `classes_per_batch` classes x `examples_per_class`.
+    """Fit the embedding model on `classes` (one label per image); returns it and the loss per epoch.
 
-    Classes with fewer than two images cannot form a positive pair and are left out of training.
+    multi_similarity: class-balanced batches of `classes_per_batch` classes x `examples_per_class`; classes
+    with fewer than two images cannot form a positive pair and are left out. cosine_softmax: every image.
     """
     tf.keras.utils.set_random_seed(hp.seed)
     counts = np.bincount(classes)
-    keep = counts[classes] >= 2
+    keep = counts[classes] >= (2 if hp.loss == "multi_similarity" else 1)
     x, y = pixels[keep], classes[keep]
     if hp.augment_copies > 0:
         x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
         y = np.tile(y, hp.augment_copies + 1)
-    x = x.astype(np.float32)
-    sampler = tfsim.samplers.MultiShotMemorySampler(
-        x,
-        y,
-        classes_per_batch=min(hp.classes_per_batch, len(np.unique(y))),
-        examples_per_class_per_batch=hp.examples_per_class,
-        steps_per_epoch=hp.steps_per_epoch,
-    )
+    if hp.loss == "multi_similarity":
+        batches: Any = tfsim.samplers.MultiShotMemorySampler(
+            x.astype(np.float32),
+            y,
+            classes_per_batch=min(hp.classes_per_batch, len(np.unique(y))),
+            examples_per_class_per_batch=hp.examples_per_class,
+            steps_per_epoch=hp.steps_per_epoch,
+        )
+    else:
+        batches = CatalogueBatches(x, y, hp.batch_size, hp.steps_per_epoch, hp.seed)
     if strategy is None:
-        model = build_model(hp, pixels.shape[1])
+        model, trainer = build_model(hp, pixels.shape[1], int(classes.max()) + 1)
     else:
         with strategy.scope():
-            model = build_model(hp, pixels.shape[1])
-    history = model.fit(
-        sampler, epochs=hp.epochs, verbose=0, callbacks=[EpochLog("image model", hp.epochs, log_epochs)]
+            model, trainer = build_model(hp, pixels.shape[1], int(classes.max()) + 1)
+    history = trainer.fit(
+        batches, epochs=hp.epochs, verbose=0, callbacks=[EpochLog("image model", hp.epochs, log_epochs)]
     )
     return model, [float(v) for v in history.history["loss"]]
 
@@ -106,18 +190,21 @@ def embed(model: Any, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 class ImageEncoder(tf.Module):  # loaded by `similarity.encoder` without TensorFlow Similarity
-    """uint8 images → the models' unit embeddings concatenated with weights √w (`similarity.mixing`);
-    the saved form (no TensorFlow Similarity needed to load it)."""
+    """uint8 images (n, h, w, 3) of any size → resized in the graph to the models' input → their unit
+    embeddings concatenated with weights √w (`similarity.mixing`); the saved form (no TensorFlow
+    Similarity needed to load it)."""
 
     def __init__(self, models: list[Any], weights: list[float]) -> None:
         super().__init__()
         kept = [(m, float(np.sqrt(w))) for m, w in zip(models, weights, strict=True) if w > 0]
         self.models = [m for m, _ in kept]
         self.scales = [s for _, s in kept]
+        self.size = int(models[0].input_shape[1])
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def __call__(self, images: Any) -> Any:
-        x = tf.cast(images, tf.float32)
+        # Antialiased bilinear, like the PIL resize of training; the identity at the model's own size.
+        x = tf.image.resize(tf.cast(images, tf.float32), (self.size, self.size), antialias=True)
         parts = [
             scale * tf.math.l2_normalize(model(x, training=False), axis=1)
             for model, scale in zip(self.models, self.scales, strict=True)

@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
-from fashionrec.similarity.images import DISPLAY_SIZE, decode, raw_pixel_vectors
+from fashionrec.similarity.images import DISPLAY_SIZE, MODEL_SIZE, decode, raw_pixel_vectors
 from fashionrec.similarity.mixing import choose_weights, combine
 from fashionrec.similarity.neighbours import (
     nearest,
@@ -81,6 +81,7 @@ def class_labels(frame: pd.DataFrame, key: str) -> np.ndarray:
         "product_type": frame["product_type_no"].astype(str),
         "product_code": frame["product_code"].astype(str),
         "type_colour": frame["product_type_no"].astype(str) + "/" + frame["colour_group_code"].astype(str),
+        "colour": frame["colour_group_code"].astype(str),
     }[key]
     return pd.factorize(values)[0]
 
@@ -94,7 +95,10 @@ def holdout_mask(product_codes: pd.Series, share: float, seed: int) -> np.ndarra
 def neighbour_precision(
     embeddings: np.ndarray, frame: pd.DataFrame, k: int = PRECISION_K
 ) -> dict[str, float]:
-    rows, _ = nearest(embeddings, k)
+    return _precision_of_rows(nearest(embeddings, k)[0], frame)
+
+
+def _precision_of_rows(rows: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
     table = precision_table(
         {"model": rows},
         {"type": frame["product_type_no"].to_numpy(), "colour": frame["colour_group_code"].to_numpy()},
@@ -113,6 +117,9 @@ def _hp(params: ImageSimilarityParams) -> Any:
         epochs=params.epochs,
         steps_per_epoch=params.steps_per_epoch,
         augment_copies=params.augment_copies,
+        architecture=params.architecture,
+        loss=params.loss,
+        batch_size=params.batch_size,
         mixed_precision=params.mixed_precision,
         seed=params.seed,
     )
@@ -158,7 +165,8 @@ def train_and_score(
         per_model = {key: neighbour_precision(e, holdout) for key, e in zip(label_sets, held, strict=True)}
     if output_dir and worker.is_chief:
         image_model.export(models, list(weights), output_dir)
-    images = len(models) * hp.epochs * hp.steps_per_epoch * hp.classes_per_batch * hp.examples_per_class
+    batch = hp.batch_size if hp.loss == "cosine_softmax" else hp.classes_per_batch * hp.examples_per_class
+    images = len(models) * hp.epochs * hp.steps_per_epoch * batch
     return {
         "losses": losses,
         "weights": dict(zip(label_sets, weights, strict=True)),
@@ -183,7 +191,7 @@ def run_train_image_similarity(
     if version is None:
         raise ValueError(f"article_images not found in {params.tables.describe()}: run ingest_images first")
     frame = catalogue_images(spark, params, version)
-    pixels = decode(frame["content"].tolist())
+    pixels = decode(frame["content"].tolist(), params.image_size)
     held = holdout_mask(frame["product_code"], params.holdout_share, params.seed)
     # Validation products come from the non-holdout ones (a second, independent hash).
     validating = ~held & holdout_mask(frame["product_code"], params.validation_share, params.seed + 1)
@@ -192,7 +200,10 @@ def run_train_image_similarity(
     validation, holdout = frame[validating].reset_index(drop=True), frame[held].reset_index(drop=True)
     label_sets = {key: class_labels(train_frame, key) for key in params.keys}
     split = (pixels[training], label_sets, pixels[validating], validation, pixels[held], holdout)
-    baseline = {"raw_pixels": neighbour_precision(raw_pixel_vectors(pixels[held]), holdout)}
+    baseline = {
+        "raw_pixels": neighbour_precision(raw_pixel_vectors(pixels[held]), holdout),
+        "random": _precision_of_rows(random_rows(len(holdout), PRECISION_K, params.seed), holdout),
+    }
     base_hp = _hp(params)
     final_dir = Path(params.artifacts_dir) / MODEL_DIR
     staging = final_dir.with_name(f"model.tmp-{uuid.uuid4().hex[:8]}")
@@ -257,6 +268,7 @@ def run_train_image_similarity(
                 {
                     "hyperparams": asdict(hp),
                     "class_keys": list(params.keys),
+                    "image_size": params.image_size,
                     "weights": chief["weights"],
                     "article_images_version": version,
                 }
@@ -297,12 +309,18 @@ def run_train_image_similarity(
                 if len(chief["per_model"]) > 1
             ),
             {"method": "raw pixels 24x24", **baseline["raw_pixels"]},
+            {"method": "random", **baseline["random"]},
         ],
         "training_images_per_second": round(sum(r["images_per_second"] for r in results), 1),
         "model": str(final_dir),
         "mlflow_run_id": run_id,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def image_size(model_folder: str | Path) -> int:
+    """Pixels a side the saved model was trained on (images are decoded at that size to embed them)."""
+    return int(json.loads((Path(model_folder) / "model.json").read_text()).get("image_size", MODEL_SIZE))
 
 
 def model_version(artifacts_dir: str | Path) -> str:
@@ -328,6 +346,7 @@ def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) 
     else:
         todo = images
     folder = str((Path(params.artifacts_dir) / MODEL_DIR).resolve())
+    size = image_size(folder)
 
     def embed_batches(batches: Any) -> Any:
         from fashionrec.similarity import encoder as image_encoder
@@ -338,7 +357,7 @@ def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) 
             if batch.empty:
                 continue
             encoder = encoder or image_encoder.load(folder)  # once per Spark task, only if it has work
-            vectors = image_encoder.embed_saved(encoder, decode_images(batch["content"].tolist()))
+            vectors = image_encoder.embed_saved(encoder, decode_images(batch["content"].tolist(), size))
             yield pd.DataFrame(
                 {
                     "article_id": batch["article_id"],
@@ -391,7 +410,7 @@ def _real_photo_precision(path: str, model_folder: Path) -> list[dict[str, Any]]
     meta = articles.set_index("article_id").reindex([f.stem for f in files])
     keep = meta["product_type_no"].notna().to_numpy()
     files, meta = [f for f, k in zip(files, keep, strict=True) if k], meta[keep].reset_index()
-    pixels = decode([f.read_bytes() for f in files])
+    pixels = decode([f.read_bytes() for f in files], image_size(model_folder))
     labels = {"type": meta["product_type_no"].to_numpy(), "colour": meta["colour_group_code"].to_numpy()}
     embedded = image_encoder.embed_saved(image_encoder.load(model_folder), pixels)
     parts = encoder_parts(model_folder)

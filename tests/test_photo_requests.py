@@ -1,0 +1,74 @@
+"""Photos in requests: what `decode_photo` accepts, and the clear reason for everything it refuses."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from fashionrec.serving.requests import MAX_IMAGE_BYTES, SEARCH_SIDE, decode_photo, parse_requests
+
+
+def encoded(image_format: str = "JPEG", size: tuple[int, int] = (40, 30), noise: bool = False) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = (
+        rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        if noise
+        else np.full((size[1], size[0], 3), (200, 30, 60), np.uint8)
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def b64(content: bytes) -> str:
+    return base64.b64encode(content).decode()
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_jpeg_and_png_photos_decode_to_rgb_pixels(image_format):
+    pixels = decode_photo(b64(encoded(image_format)), 0)
+    assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
+    assert abs(int(pixels[..., 0].mean()) - 200) < 5  # the red channel survived (RGB, not BGR)
+
+
+def test_large_photos_are_shrunk_before_the_encoder():
+    pixels = decode_photo(b64(encoded("PNG", (1000, 500))), 0)
+    assert max(pixels.shape[:2]) == SEARCH_SIDE and pixels.shape[1] == 2 * pixels.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("this is not base64!", "not valid base64"),
+        (b64(b"plain text, not a picture"), "not a JPEG or PNG image"),
+        (b64(encoded("GIF")), "must be JPEG or PNG, got GIF"),
+        (b64(encoded("JPEG", (64, 64), noise=True)[:-600]), "truncated or corrupt"),
+        (b64(encoded("PNG", (5000, 2))), "at most 4096 a side"),
+        (12, "must be a base64-encoded JPEG or PNG string"),
+    ],
+)
+def test_bad_photos_are_refused_naming_the_problem(value, reason):
+    with pytest.raises(MlflowException, match=reason) as error:
+        decode_photo(value, 3)
+    assert "row 3" in str(error.value)
+
+
+def test_oversized_photos_are_refused_naming_the_limit():
+    content = encoded("PNG", (800, 800), noise=True)  # ~1.9 MB of noise
+    assert len(content) > MAX_IMAGE_BYTES
+    with pytest.raises(MlflowException, match="larger than 1024 KiB"):
+        decode_photo(b64(content), 0)
+
+
+def test_a_photo_goes_alone_in_its_row():
+    frame = pd.DataFrame([{"customer_id": "c1", "image": b64(encoded())}])
+    with pytest.raises(MlflowException, match="exactly one of customer_id, article_id and image"):
+        parse_requests(frame, 12, 0)
+    request = parse_requests(pd.DataFrame([{"image": b64(encoded()), "k": 3}]), 12, 0)[0]
+    assert request["image"].shape == (30, 40, 3) and request["k"] == 3 and request["customer_id"] is None
