@@ -27,6 +27,8 @@ IMAGE_VARIABLES = (
     "image_class_keys",
     "image_size",
     "image_architecture",
+    "image_width",
+    "image_learning_rate",
     "image_loss",
     "image_epochs",
     "image_steps_per_epoch",

@@ -149,3 +149,41 @@ def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, t
     )
     again = run_index_images(params, spark)
     assert again["embedded_now"] == 0 and again["embeddings"] == articles
+
+
+def test_compact_cosine_softmax_model_learns_and_its_encoder_takes_photos_of_any_size(tmp_path):
+    """The real-photo settings: in-graph augmentation, batch norm, proxies per class; the saved encoder
+    resizes any photo to the model's input in its graph (identical at the model's own size)."""
+    from fashionrec.similarity import encoder as image_encoder
+    from fashionrec.similarity import model as image_model
+
+    rng = np.random.default_rng(5)
+    classes = np.repeat(np.arange(4), 12)
+    colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220], [220, 220, 30]], np.uint8)
+    pixels = np.clip(colours[classes][:, None, None, :] + rng.normal(0, 20, (48, 16, 16, 3)), 0, 255)
+    pixels = pixels.astype(np.uint8)
+    hp = image_model.ImageHyperParams(
+        embedding_dim=8,
+        width=8,
+        architecture="compact",
+        loss="cosine_softmax",
+        epochs=3,
+        steps_per_epoch=20,
+        batch_size=16,
+        learning_rate=0.01,
+    )
+    model, losses = image_model.train(pixels, classes, hp, log_epochs=False)
+    assert losses[-1] < losses[0]
+    vectors = image_model.embed(model, pixels)
+    same = (vectors @ vectors.T)[classes[:, None] == classes[None, :]].mean()
+    other = (vectors @ vectors.T)[classes[:, None] != classes[None, :]].mean()
+    assert same > other + 0.2  # images of one class embed together
+
+    image_model.export([model], [1.0], tmp_path / "encoder")
+    encoder = image_encoder.load(tmp_path / "encoder")
+    np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), vectors[:4], atol=1e-5)
+    large = np.repeat(np.repeat(pixels[:4], 3, axis=1), 2, axis=2)  # 48 x 32: resized in the graph
+    bigger = image_encoder.embed_saved(encoder, large)
+    assert bigger.shape == (4, 8)
+    np.testing.assert_allclose(np.linalg.norm(bigger, axis=1), 1.0, rtol=1e-5)
+    assert (bigger * vectors[:4]).sum(axis=1).min() > 0.9  # the same pictures, larger

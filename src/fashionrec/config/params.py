@@ -295,6 +295,7 @@ class ImageSimilarityParams(LakeParams):
     # defaults suit rendered images; real photos train best at 64 px, compact, cosine_softmax (benchmarks).
     image_size: int = 32
     architecture: str = "plain"
+    width: int = 32  # filters of the first convolution (doubling per block)
     loss: str = "multi_similarity"
     batch_size: int = 128
     # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.

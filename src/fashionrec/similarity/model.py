@@ -93,13 +93,18 @@ def build_model(hp: ImageHyperParams, size: int, classes: int = 0) -> tuple[Any,
     inputs, features = _backbone(hp, size)
     # float32 output layer: the loss and the exported embeddings keep full precision under mixed precision.
     outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
-    optimizer = tf.keras.optimizers.Adam(hp.learning_rate)
     if hp.loss == "multi_similarity":
+        optimizer = tf.keras.optimizers.Adam(hp.learning_rate)
         model = tfsim.models.SimilarityModel(inputs, outputs)
         model.compile(optimizer=optimizer, loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"))
         return model, model
     model = tf.keras.Model(inputs, outputs)
     trainer = tf.keras.Model(inputs, CosineProxies(classes, hp.softmax_scale, dtype="float32")(outputs))
+    # Cosine decay to 5% over the whole run: the proxies settle once the rate falls.
+    steps = hp.epochs * hp.steps_per_epoch
+    optimizer = tf.keras.optimizers.Adam(
+        tf.keras.optimizers.schedules.CosineDecay(hp.learning_rate, steps, 0.05)
+    )
     trainer.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model, trainer
 
@@ -155,7 +160,7 @@ def train(
     counts = np.bincount(classes)
     keep = counts[classes] >= (2 if hp.loss == "multi_similarity" else 1)
     x, y = pixels[keep], classes[keep]
-    if hp.augment_copies > 0:
+    if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments in its graph instead
         x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
         y = np.tile(y, hp.augment_copies + 1)
     if hp.loss == "multi_similarity":

@@ -118,6 +118,7 @@ def _hp(params: ImageSimilarityParams) -> Any:
         steps_per_epoch=params.steps_per_epoch,
         augment_copies=params.augment_copies,
         architecture=params.architecture,
+        width=params.width,
         loss=params.loss,
         batch_size=params.batch_size,
         mixed_precision=params.mixed_precision,
