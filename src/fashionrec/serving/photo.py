@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from fashionrec.config import Tables
 from fashionrec.config.tables import TableLocator
-from fashionrec.lake.tables import current_version, read_table
+
+if TYPE_CHECKING:  # the served model imports this module and needs no Spark
+    from pyspark.sql import SparkSession
 
 GALLERY_FILE = "photo_gallery.npz"
 ENCODER_DIR = Path("similarity") / "model"  # under the artifacts folder (the image task's model)
@@ -30,6 +30,9 @@ def write_gallery(
 ) -> int | None:
     """Write the current image model's catalogue embeddings to the snapshot; None when the image tasks
     have not run (no model or no embeddings), so the model is registered without photo search."""
+    from pyspark.sql import functions as F
+
+    from fashionrec.lake.tables import current_version, read_table
     from fashionrec.similarity.task import model_version
 
     if not (Path(artifacts_dir) / ENCODER_DIR / "saved_model.pb").exists():
