@@ -72,3 +72,36 @@ def test_a_photo_goes_alone_in_its_row():
         parse_requests(frame, 12, 0)
     request = parse_requests(pd.DataFrame([{"image": b64(encoded()), "k": 3}]), 12, 0)[0]
     assert request["image"].shape == (30, 40, 3) and request["k"] == 3 and request["customer_id"] is None
+
+
+def test_the_photo_gallery_holds_only_catalogue_articles_of_the_current_image_model(spark, tmp_path):
+    from fashionrec.config import TableLocator, Tables
+    from fashionrec.lake.tables import overwrite_table
+    from fashionrec.serving.photo import ENCODER_DIR, GALLERY_FILE, write_gallery
+    from fashionrec.similarity.task import model_version
+
+    tables = TableLocator(lakehouse=str(tmp_path / "lakehouse"))
+    artifacts, snapshot = tmp_path / "artifacts", tmp_path / "snapshot"
+    assert write_gallery(spark, tables, artifacts, snapshot) is None  # no image model: no photo search
+    (artifacts / ENCODER_DIR).mkdir(parents=True)
+    (artifacts / ENCODER_DIR / "saved_model.pb").write_bytes(b"")
+    (artifacts / ENCODER_DIR / "model.json").write_text("{}")
+    snapshot.mkdir()
+    current = model_version(artifacts)
+    overwrite_table(
+        spark.createDataFrame([("0100000001",), ("0100000002",)], "article_id string"),
+        tables,
+        Tables.ARTICLES,
+    )
+    rows = [
+        ("0100000001", "h1", current, [1.0, 0.0]),
+        ("0100000002", "h2", current, [0.0, 1.0]),
+        ("0999999999", "h3", current, [0.6, 0.8]),  # a photo of no catalogue article (stale folder)
+        ("0100000001", "h0", "older-model", [0.0, 1.0]),
+    ]
+    schema = "article_id string, content_hash string, model_version string, embedding array<float>"
+    overwrite_table(spark.createDataFrame(rows, schema), tables, Tables.IMAGE_EMBEDDINGS)
+    assert write_gallery(spark, tables, artifacts, snapshot) == 2
+    with np.load(snapshot / GALLERY_FILE) as gallery:
+        assert gallery["article_ids"].tolist() == ["0100000001", "0100000002"]
+        np.testing.assert_allclose(gallery["vectors"], [[1.0, 0.0], [0.0, 1.0]])

@@ -44,6 +44,8 @@ def write_gallery(
         read_table(spark, tables, Tables.IMAGE_EMBEDDINGS)
         .where(F.col("model_version") == version)
         .select("article_id", "embedding")
+        # Photos of articles outside the catalogue (a stale images folder) must never be answered.
+        .join(read_table(spark, tables, Tables.ARTICLES).select("article_id"), "article_id", "left_semi")
         .orderBy("article_id")
         .toPandas()
     )
