@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # the served model imports this module and needs no Spark
     from pyspark.sql import SparkSession
 
 GALLERY_FILE = "photo_gallery.npz"
-ENCODER_DIR = Path("similarity") / "model"  # under the artifacts folder (the image task's model)
+# Under the artifacts folder: `similarity.task.MODEL_DIR`, named again here so that the served model does not
+# import the training task (Spark, MLflow) to find its encoder.
+ENCODER_DIR = Path("similarity") / "model"
 
 
 def write_gallery(

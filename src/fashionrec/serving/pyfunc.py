@@ -29,11 +29,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Array
 
+from fashionrec.serving.photo import ENCODER_DIR
 from fashionrec.serving.requests import bad_request, parse_requests
 
 REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements.txt"
 MODEL_FILES = ("retrieval/towers", "retrieval/index.npz", "ranking/ranker", "ranking/pipeline.json")
-OPTIONAL_MODEL_FILES = ("similarity/model",)  # the image encoder, when the image tasks ran
+OPTIONAL_MODEL_FILES = (str(ENCODER_DIR),)  # the image encoder, when the image tasks ran
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
