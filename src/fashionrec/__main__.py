@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--scale", default="small", choices=["tiny", "small", "full"])
     gen.add_argument("--out", default=None, help="output folder (default: data/<scale>)")
     gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument(
+        "--daily-files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the last N days out of transactions_train.csv, one file per day under <out>/arrivals/",
+    )
 
     serve = commands.add_parser(
         "serve", help="serve a registered model with MLflow's scoring app on N workers (Nagle off)"
@@ -87,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             from fashionrec.data.synthetic import generate
             from fashionrec.runner.report import print_figures
 
-            manifest = generate(args.scale, args.out or f"data/{args.scale}", seed=args.seed)
+            default_out = f"data/{args.scale}" + ("-daily" if args.daily_files else "")
+            manifest = generate(
+                args.scale, args.out or default_out, seed=args.seed, daily_files=args.daily_files
+            )
             print_figures(
                 "generate", {k: v for k, v in manifest.items() if k != "scale"} | {"scale": args.scale}
             )

@@ -81,6 +81,13 @@ class IngestParams(LakeParams):
     transactions_file: str = "transactions_train.csv"
     # Optional: loaded when present in data_path (stock, regions, age limits for the ranking filters).
     availability_file: str = "article_availability.csv"
+    # Sub-folder of data_path for later transaction files (a day's or a week's, Kaggle header each).
+    transactions_folder: str = "transactions"
+    # How new files are found: "stream" (Spark's file source) or "autoloader" (Databricks cloudFiles);
+    # both with trigger(availableNow) and a checkpoint, so each file is read once.
+    file_source: str = "stream"
+    # Folder of the stream's checkpoint; empty: `_checkpoints` in the lakehouse folder.
+    checkpoint_dir: str = ""
     # Keep this share of customers (and their transactions), chosen by a stable hash of customer_id.
     sample_fraction: float = 1.0
     sample_seed: int = 42
@@ -88,6 +95,8 @@ class IngestParams(LakeParams):
     def __post_init__(self) -> None:
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ValueError(f"sample_fraction must be in (0, 1], got {self.sample_fraction}")
+        if self.file_source not in ("stream", "autoloader"):
+            raise ValueError(f"file_source must be stream or autoloader, got {self.file_source!r}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class Tables:
     SCORING_STATE = "scoring_state"
     ARTICLE_IMAGES = "article_images"
     IMAGE_FILE_STATE = "image_file_state"
+    LANDED_FILES = "landed_files"
     SIMILAR_ARTICLES = "similar_articles"
     IMAGE_EMBEDDINGS = "image_embeddings"
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from fashionrec.data import vocabulary as V
 from fashionrec.data.availability import region_index, synthetic_availability
+from fashionrec.data.daily import split_last_days
 from fashionrec.data.images import RENDER_VERSION, write_images
 
 GENERATOR_VERSION = 5  # 5: shoppers measured against real ones (docs/benchmarks.md, realism)
@@ -431,15 +432,21 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def generate(
-    scale: str | Scale, out: str | Path, seed: int = 42, progress: bool = True, images: bool | None = None
+    scale: str | Scale,
+    out: str | Path,
+    seed: int = 42,
+    progress: bool = True,
+    images: bool | None = None,
+    daily_files: int = 0,
 ) -> dict[str, Any]:
     """Write articles.csv, customers.csv, transactions_train.csv, article_availability.csv and truth.npz
     under `out`, and product images under `out/images` (by default for every scale but `full`).
+    With `daily_files` N, the last N days go to `out/arrivals/<day>.csv` instead (`data.daily`).
 
-    Skips the work when `out` already holds the same scale and seed (see manifest.json).
+    Skips the work when `out` already holds the same scale, seed and daily split (see manifest.json).
     """
     sc = SCALES[scale] if isinstance(scale, str) else scale
-    manifest = _generate_tables(sc, Path(out), seed, progress)
+    manifest = _generate_tables(sc, Path(out), seed, progress, daily_files)
     if images if images is not None else sc.name != "full":
         manifest["images"] = ensure_images(Path(out), progress)
     return manifest
@@ -460,12 +467,17 @@ def ensure_images(out: Path, progress: bool = True) -> int:
     return written
 
 
-def _generate_tables(sc: Scale, out: Path, seed: int, progress: bool) -> dict[str, Any]:
+def _generate_tables(sc: Scale, out: Path, seed: int, progress: bool, daily_files: int = 0) -> dict[str, Any]:
     manifest_path = out / "manifest.json"
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": asdict(sc)}
+    wanted = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "scale": asdict(sc),
+        "daily_files": daily_files,
+    }
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if {k: manifest.get(k) for k in wanted} == wanted:
+        if {k: manifest.get(k, 0 if k == "daily_files" else None) for k in wanted} == wanted:
             return manifest
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
@@ -542,8 +554,10 @@ def _generate_tables(sc: Scale, out: Path, seed: int, progress: bool) -> dict[st
         popularity=np.stack([cat.popularity(w, sc.weeks) for w in range(sc.weeks + 2)]).astype(np.float32),
         volume=np.array([weekly_volume(sc.weeks, w) for w in range(sc.weeks + 2)]),
     )
+    arrivals = [Path(p).name for p in split_last_days(out, daily_files)] if daily_files else []
     manifest = {
         **wanted,
+        "arrivals": arrivals,
         "articles": len(cat.frame),
         "customers": len(cus.frame),
         "transactions": rows,

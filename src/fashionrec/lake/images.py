@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from fashionrec.config import ImageIngestParams, Tables
 from fashionrec.config.tables import TableLocator
+from fashionrec.lake.file_state import FILE_STAMP, binary_files, local_folder, record_files, unrecorded_files
 from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, upsert
@@ -34,26 +35,10 @@ CHECKED_SCHEMA = "path string, content binary, width int, height int, reason str
 
 def read_image_files(spark: SparkSession, folder: str) -> DataFrame:
     """(path, modificationTime, length, content) of every .jpg under `folder`, recursively."""
-    return (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", "*.jp*g")
-        .load(folder)
-    )
+    return binary_files(spark, folder, "*.jp*g")
 
 
-FILE_STAMP = ["path", "modificationTime", "length"]
 READ_WHOLE_FOLDER = 20_000  # changed files above which one folder scan beats a list of paths
-
-
-def changed_files(spark: SparkSession, tables: TableLocator, listing: DataFrame) -> DataFrame:
-    """Rows of `listing` (FILE_STAMP) whose path, modification time or length is not recorded as
-    ingested: the files to read this run (all of them while `article_images` does not exist)."""
-    if any(
-        current_version(spark, tables, t) is None for t in (Tables.IMAGE_FILE_STATE, Tables.ARTICLE_IMAGES)
-    ):
-        return listing
-    return listing.join(read_table(spark, tables, Tables.IMAGE_FILE_STATE), FILE_STAMP, "left_anti")
 
 
 def read_changed(spark: SparkSession, folder: str, paths: list[str], files: int) -> DataFrame:
@@ -70,15 +55,9 @@ def read_changed(spark: SparkSession, folder: str, paths: list[str], files: int)
     return spark.read.format("binaryFile").load(paths).select("path", "content")
 
 
-def record_files(spark: SparkSession, tables: TableLocator, listing: DataFrame) -> None:
-    """Remember this run's files (once their rows are committed): the next run does not read them."""
-    stamped = listing.withColumn("stamp", F.concat_ws("/", "modificationTime", "length"))
-    upsert(spark, tables, Tables.IMAGE_FILE_STATE, stamped, keys=["path"], compare_column="stamp")
-
-
 def empty_image_files(spark: SparkSession, folder: str) -> list[str]:
     """Zero-byte .jpg files under `folder`: Spark's file sources skip them, the quarantine must not."""
-    local = _local_folder(folder)
+    local = local_folder(folder)
     if local is not None:  # a local or FUSE-mounted folder (/Volumes): os.walk, not a Java call per file
         return [
             f"file:{os.path.join(root, name)}"
@@ -96,12 +75,6 @@ def empty_image_files(spark: SparkSession, folder: str) -> list[str]:
         if status.getLen() == 0 and (name.endswith(".jpg") or name.endswith(".jpeg")):
             empty.append(str(status.getPath()))
     return empty
-
-
-def _local_folder(folder: str) -> str | None:
-    if folder.startswith("file:"):
-        return os.path.abspath(folder.removeprefix("file:").removeprefix("//"))
-    return None if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", folder) else os.path.abspath(folder)
 
 
 def _check(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -184,14 +157,16 @@ def run_ingest_images(params: ImageIngestParams, spark: SparkSession | None = No
     try:
         found = listing.count()
         # Collected once: what this run reads is exactly what it records, whatever the state says later.
-        todo = changed_files(spark, tables, listing).collect()
+        todo = unrecorded_files(
+            spark, tables, listing, Tables.IMAGE_FILE_STATE, Tables.ARTICLE_IMAGES
+        ).collect()
     finally:
         listing.unpersist()
     paths = [row["path"] for row in todo]
     files_read = read_changed(spark, params.images_path, paths, found) if paths else None
     result = _ingest(spark, params, files_read, found)
     if todo:
-        record_files(spark, tables, spark.createDataFrame(todo, listing.schema))
+        record_files(spark, tables, spark.createDataFrame(todo, listing.schema), Tables.IMAGE_FILE_STATE)
     result["files_read"] = len(paths)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result

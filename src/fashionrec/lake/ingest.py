@@ -1,26 +1,41 @@
-"""Task `ingest`: the retailer's CSV files into bronze Delta tables, idempotently and incrementally.
+"""Task `ingest`: the landing folder's CSV files into bronze Delta tables, idempotently and incrementally.
 
-Order: articles, customers, then transactions (their foreign keys are checked against the first two).
-Every file's header is checked before anything is written. Articles and customers are upserted on their
-id (a changed row updates in place); transactions have no id in the source, so each gets a stable
-`txn_id`: a hash of its values and its occurrence number among identical rows, so re-reading a file
-adds nothing while genuine repeat purchases on the same day survive.
+Only files not read before are read (`fashionrec.lake.landing`: a file stream with a checkpoint finds new
+files, `landed_files` records what was read, a changed file is reported and read again), so a run with
+nothing new reads nothing. Within a run, articles come first, then customers, then transactions (their
+foreign keys are checked against the first two). Every file's header is checked before anything is
+written. Articles and customers are upserted on their id (a changed row updates in place); transactions
+have no id in the source, so each gets a stable `txn_id`: a hash of its values and its occurrence number
+among identical rows of its file, so re-reading a file adds nothing while genuine repeat purchases on the
+same day survive, and a week landed as seven daily files gives the same rows as one file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fashionrec.config import IngestParams, TableLocator, Tables
-from fashionrec.data.readers import LINE, CsvSource, read_csv
+from fashionrec.data.readers import LINE, CsvSource, SourceFileError, check_columns, read_csv, read_header
 from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
 from fashionrec.data.validation import BAD, Validated, flag_duplicates, flag_unknown_references, validate
+from fashionrec.lake.file_state import local_folder, record_files
+from fashionrec.lake.landing import (
+    LandedFile,
+    Pending,
+    in_table_order,
+    pending_files,
+    reset_checkpoint,
+    stamps,
+    stream_new_files,
+)
 from fashionrec.lake.quarantine import quarantine_rows, write_quarantine
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, upsert
@@ -52,19 +67,6 @@ def sample_by_customer(lines: DataFrame, fraction: float, seed: int) -> DataFram
         return lines
     bucket = F.pmod(F.xxhash64(F.lit(seed), F.trim(F.col("customer_id"))), F.lit(1_000_000))
     return lines.where(bucket < F.lit(round(fraction * 1_000_000)))
-
-
-def _source_paths(params: IngestParams) -> dict[str, str]:
-    files = {
-        ARTICLES.table: params.articles_file,
-        CUSTOMERS.table: params.customers_file,
-        TRANSACTIONS.table: params.transactions_file,
-    }
-    paths = {table: os.path.join(params.data_path, name) for table, name in files.items()}
-    availability = os.path.join(params.data_path, params.availability_file)
-    if os.path.exists(availability):
-        paths[ARTICLE_AVAILABILITY.table] = availability
-    return paths
 
 
 def _validated(
@@ -129,35 +131,92 @@ def _ingest_table(
     return figures, problems
 
 
+REQUIRED = (ARTICLES, CUSTOMERS, TRANSACTIONS)
+SPECS = {spec.table: spec for spec in (*ORDER, ARTICLE_AVAILABILITY)}
+
+
+def _check_landing(spark: SparkSession, params: IngestParams, pending: Pending) -> None:
+    """Fail before any write: every table has a file (or was ingested before), and every file to read has
+    the columns its table needs."""
+    landed_tables = {f.table for f in pending.found}
+    for spec in REQUIRED:
+        if spec.table not in landed_tables and current_version(spark, params.tables, spec.table) is None:
+            named = {
+                ARTICLES.table: params.articles_file,
+                CUSTOMERS.table: params.customers_file,
+                TRANSACTIONS.table: params.transactions_file,
+            }[spec.table]
+            read_header(spark, os.path.join(params.data_path, named))  # says "missing" or "empty"
+            raise SourceFileError(f"{params.data_path}: no {named} (or {params.transactions_folder}/*.csv)")
+    for file in pending.to_read:
+        header, _ = read_header(spark, file.display_path)
+        check_columns(file.display_path, header, SPECS[file.table].column_names)
+
+
+class _Run:
+    """What one ingest run read and wrote, file by file (the handler of the landing stream)."""
+
+    def __init__(self, spark: SparkSession, params: IngestParams, pending: Pending) -> None:
+        self.spark, self.params, self.pending = spark, params, pending
+        self.done: set[tuple[Any, ...]] = set(pending.recorded.values())
+        self.files: list[dict[str, Any]] = []
+        self.reasons: Counter[tuple[str, str, str]] = Counter()
+        self.quarantine_inserted = 0
+        self.calls = 0
+
+    def read(self, delivered: list[LandedFile]) -> None:
+        """Ingest the files not read before (the first call also takes every pending file: changed
+        dimension files must be read before new transactions that reference them)."""
+        self.calls += 1
+        extra = self.pending.to_read if self.calls == 1 else []
+        todo = [f for f in in_table_order([*delivered, *extra]) if f.stamp not in self.done]
+        todo = list({f.stamp: f for f in todo}.values())
+        if not todo:
+            return
+        problems = []
+        try:
+            for file in todo:
+                source = read_csv(self.spark, file.display_path, SPECS[file.table].column_names)
+                figures, bad = _ingest_table(
+                    self.spark, self.params.tables, SPECS[file.table], source, self.params
+                )
+                self.files.append(figures | {"changed": file in self.pending.changed})
+                problems.append(bad)
+            quarantined = functools.reduce(DataFrame.unionByName, problems)
+            for row in quarantined.groupBy("table", "column", "reason").count().collect():
+                self.reasons[(row["table"], row["column"], row["reason"])] += row["count"]
+            self.quarantine_inserted += write_quarantine(self.spark, self.params.tables, quarantined).inserted
+        finally:
+            for frame in problems:
+                frame.unpersist()
+        record_files(self.spark, self.params.tables, stamps(self.spark, todo), Tables.LANDED_FILES)
+        self.done.update(f.stamp for f in todo)
+
+
 def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[str, Any]:
-    """Ingest the three files; returns per-table figures, quarantine reasons and table versions."""
+    """Ingest the landing folder's new and changed files; returns per-file figures, the files found
+    changed, quarantine reasons and table versions. A run that finds nothing new reads and writes nothing."""
     spark = spark or get_spark("fashionrec-ingest")
     tables = params.tables
     started = time.perf_counter()
-    paths = _source_paths(params)
-    # Fail before writing anything when any file is missing or lacks required columns.
-    specs = [spec for spec in (*ORDER, ARTICLE_AVAILABILITY) if spec.table in paths]
-    sources = {spec.table: read_csv(spark, paths[spec.table], spec.column_names) for spec in specs}
-
-    per_table, problem_frames = [], []
-    for spec in specs:
-        figures, problems = _ingest_table(spark, tables, spec, sources[spec.table], params)
-        per_table.append(figures)
-        problem_frames.append(problems)
-
-    all_problems = problem_frames[0]
-    for frame in problem_frames[1:]:
-        all_problems = all_problems.unionByName(frame)
-    reasons = [
-        {"table": r["table"], "column": r["column"], "reason": r["reason"], "rows": r["count"]}
-        for r in all_problems.groupBy("table", "column", "reason")
-        .count()
-        .orderBy("table", "column", "reason")
-        .collect()
-    ]
-    quarantine = write_quarantine(spark, tables, all_problems)
-    for frame in problem_frames:
-        frame.unpersist()
+    if not _exists(spark, params.data_path):
+        raise SourceFileError(f"{params.data_path}: landing folder not found")
+    if current_version(spark, tables, Tables.LANDED_FILES) is None:
+        reset_checkpoint(params)  # a fresh lakehouse reads every file, whatever an old checkpoint says
+    pending = pending_files(spark, params)
+    _check_landing(spark, params, pending)
+    for file in pending.changed:
+        log.warning(
+            "%s changed after it was ingested (was %s bytes, %s; now %s bytes, %s): reading it again",
+            file.display_path,
+            pending.recorded[file.path][2],
+            pending.recorded[file.path][1],
+            file.length,
+            file.modified,
+        )
+    run = _Run(spark, params, pending)
+    batches = stream_new_files(spark, params, run.read) if pending.to_read else 0
+    run.read([])  # pending files the stream did not deliver (changed files; a checkpoint ahead of the table)
 
     versions = {
         name: current_version(spark, tables, name)
@@ -174,10 +233,39 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
     }
     return {
         "lakehouse": tables.describe(),
-        "ingest": per_table,
-        "quarantine_reasons": reasons,
-        "quarantine_inserted": quarantine.inserted,
+        "landing": params.data_path,
+        "file_source": params.file_source,
+        "files_found": len(pending.found),
+        "files_read": len(run.files),
+        "micro_batches": batches,
+        "changed_files": [
+            {
+                "path": f.display_path,
+                "table": f.table,
+                "recorded": {
+                    "length": pending.recorded[f.path][2],
+                    "modified": str(pending.recorded[f.path][1]),
+                },
+                "now": {"length": f.length, "modified": str(f.modified)},
+            }
+            for f in pending.changed
+        ],
+        "ignored_files": pending.ignored,
+        "ingest": run.files,
+        "quarantine_reasons": [
+            {"table": t, "column": c, "reason": r, "rows": n} for (t, c, r), n in sorted(run.reasons.items())
+        ],
+        "quarantine_inserted": run.quarantine_inserted,
         "table_rows": row_counts,
         "versions": versions,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _exists(spark: SparkSession, folder: str) -> bool:
+    local = local_folder(folder)
+    if local is not None:
+        return os.path.isdir(local)
+    jvm = spark.sparkContext._jvm  # Hadoop's FileSystem: DBFS, cloud storage
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    return bool(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path))

@@ -102,8 +102,9 @@ def upsert(
     """Insert new keys and update rows whose `compare_column` (a row hash) changed, in one MERGE.
 
     Rows already present and unchanged are filtered out first, so a re-run commits nothing.
-    `prune_column` adds the source's min/max of that column as literals to the merge condition, which
-    lets Delta skip target files by their statistics (a new week only touches recent files).
+    `prune_column` restricts the target to the source's min/max of that column, in the check for
+    existing keys and as literals in the merge condition, which lets Delta skip target files by their
+    statistics (a new day only reads the files of recent days).
     `source` must be unique on `keys`.
     """
     if not table_exists(spark, tables, table):
@@ -112,6 +113,13 @@ def upsert(
         return UpsertResult(table, rows, 0, current_version(spark, tables, table) or 0, True)
 
     target = read_table(spark, tables, table)
+    bounds = ""
+    if prune_column:  # only target rows in the source's range can match: Delta skips the other files
+        lo, hi = source.agg(F.min(prune_column), F.max(prune_column)).first()
+        if lo is None:
+            return UpsertResult(table, 0, 0, current_version(spark, tables, table) or 0, False)
+        target = target.where(F.col(prune_column).between(lo, hi))
+        bounds = f" AND t.`{prune_column}` BETWEEN '{lo}' AND '{hi}'"
     target_keys = target.select(*keys, *([F.col(compare_column).alias("_t_cmp")] if compare_column else []))
     if compare_column:
         joined = source.join(target_keys, on=keys, how="left")
@@ -124,10 +132,7 @@ def upsert(
     try:
         if changes.isEmpty():
             return UpsertResult(table, 0, 0, current_version(spark, tables, table) or 0, False)
-        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        if prune_column:
-            lo, hi = changes.agg(F.min(prune_column), F.max(prune_column)).first()
-            condition += f" AND t.`{prune_column}` BETWEEN '{lo}' AND '{hi}'"
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys) + bounds
         (
             delta_table(spark, tables, table)
             .alias("t")
