@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import mlflow
@@ -183,21 +184,26 @@ def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_
     assert again["mode"] == "incremental" and again["customers_scored"] == 0 and not again["committed"]
     assert _recommendations(spark, lakehouse) == before
 
-    # New purchases on the last day (the same target week) by two warm customers and one cold one.
+    # A daily file lands: purchases on the target week's first day by two warm customers and a cold one.
     warm = sorted(c for c, (_, _, fallback) in before.items() if not fallback)[:2]
     cold = sorted(c for c, (_, _, fallback) in before.items() if fallback)[0]
     data = job_run / "data"
     shutil.copytree(tiny_data, data)
     tx_file = data / "transactions_train.csv"
-    day, article = last_day(tx_file), read_lines(tx_file)[1].split(",")[2]
+    day = (date.fromisoformat(last_day(tx_file)) + timedelta(days=1)).isoformat()
+    article = read_lines(tx_file)[1].split(",")[2]
+    (data / "transactions").mkdir()
     write_lines(
-        tx_file,
-        read_lines(tx_file) + [f"{day},{c},{article},0.0250,2" for c in (*warm, cold)],
+        data / "transactions" / f"{day}.csv",
+        [read_lines(tx_file)[0], *(f"{day},{c},{article},0.0250,2" for c in (*warm, cold))],
     )
-    run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(data)), spark)
+    landed = run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(data)), spark)
+    inserted = {Path(r["source_file"]).name: r["inserted"] for r in landed["ingest"]}
+    assert inserted.pop(f"{day}.csv") == 3 and set(inserted.values()) <= {0}  # copies add nothing
 
     incremental = run_batch_score(params, spark)
     assert incremental["mode"] == "incremental" and incremental["customers_scored"] == 3
+    assert incremental["week"] == day and incremental["history_through"] == day
     after = _recommendations(spark, lakehouse)
     assert after[cold][2] is False  # no longer a fallback list: the customer has history now
     unchanged = set(before) - {*warm, cold}
@@ -280,3 +286,23 @@ def test_training_tasks_run_on_the_gpu_cluster_with_one_gpu_per_task(target):
 
 def test_one_variable_moves_training_back_to_the_cpu_cluster():
     assert set(_clusters("local")[1].values()) == {"cpu"}  # the local target sets training_cluster: cpu
+
+
+def test_daily_refresh_job_reuses_the_weekly_tasks_without_training():
+    """Two cadences: the daily job runs the weekly job's own ingest, features, batch_score and register
+    (same files, same parameters) and trains nothing; both are scheduled, paused outside prod."""
+    bundle = load_bundle(REPO_ROOT)
+    weekly, daily = bundle.job("fashionrec", "dev"), bundle.job("fashionrec_refresh", "dev")
+    assert [t.key for t in daily.ordered()] == ["ingest", "features", "batch_score", "register"]
+    same = {t.key: t for t in weekly.tasks}
+    for task in daily.tasks:
+        assert (task.python_file, task.parameters) == (same[task.key].python_file, same[task.key].parameters)
+    ingest = dict(zip(daily.tasks[0].parameters[::2], daily.tasks[0].parameters[1::2], strict=True))
+    assert ingest["--file-source"] == "autoloader"
+    local = bundle.job("fashionrec_refresh", "local").tasks[0].parameters
+    assert local[local.index("--file-source") + 1] == "stream"
+    doc = yaml.safe_load((REPO_ROOT / "resources" / "fashionrec_job.yml").read_text())["resources"]["jobs"]
+    assert {doc[k]["schedule"]["quartz_cron_expression"] for k in doc} == {
+        "${var.training_schedule}",
+        "${var.refresh_schedule}",
+    }

@@ -6,7 +6,9 @@ version). A full run scores everyone against the latest snapshot and records it 
 incremental run (the default) keeps that snapshot and week, reads the Change Data Feed of `transactions`
 and `customers` since the versions it last saw, re-scores only the customers whose rows changed and
 MERGEs them in; so its table equals a full run against the same snapshot, and a run without new data
-commits nothing. New models, a new target week or `--full` trigger a full run.
+commits nothing. New models, a new target week or `--full` trigger a full run. Customers' histories run
+through the latest landed day, so days of the target week landed after the snapshot (daily files) count
+for the customers who bought on them.
 
 Customers without purchases before the week get their age band's best sellers, flagged `fallback`.
 Work is spread with `mapInPandas`: the driver writes the global half of a serving snapshot (article
@@ -42,7 +44,7 @@ from fashionrec.retrieval.task import INDEX_FILE, TOWERS
 SNAPSHOT_ROOT = Path("scoring")  # under artifacts_dir: the global half of each run's snapshot
 STATE_SCHEMA = (
     "transactions_version long, customers_version long, global_version long, week int, "
-    "model_version string, generated_at timestamp"
+    "model_version string, generated_at timestamp, history_week int"
 )
 
 
@@ -208,6 +210,10 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         targets = _changed_customers(spark, params, state, tx_version, customers_version).join(
             customers.select("customer_id"), "customer_id", "left_semi"
         )
+    # Histories run through the latest landed day: days of the target week that arrived after the
+    # global snapshot (daily files) count for the customers who bought on them.
+    latest = tx.agg(F.max("t_dat")).first()[0]
+    history = requested_week if requested_week is not None else max(week, week_of(latest) + 1)
     targets = targets.persist()
     n_targets = targets.count()
     figures: dict[str, Any] = {
@@ -216,6 +222,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         "model_version": version,
         "transactions_version": tx_version,
         "global_version": global_version,
+        "history_through": str(latest),
         "customers_scored": n_targets,
     }
     if n_targets == 0:
@@ -234,6 +241,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         "customers_version": customers_version,
         "global_version": global_version,
         "model_version": version,
+        "history_week": history,
     }
     build_snapshot(spark, tables, params.artifacts_dir, snapshot, snapshot_state, customers=False)
     articles = read_table(spark, tables, Tables.ARTICLES)
@@ -243,7 +251,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         str(snapshot),
         params.artifacts_dir,
         customer_rows(personal_tx, customers.join(targets, "customer_id", "left_semi"), articles, week),
-        purchase_rows(personal_tx, week),
+        purchase_rows(personal_tx, history),
         partitions,
     )
     rows = scored.select(
@@ -276,7 +284,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         for old in snapshot_root.glob("snapshot-*"):  # this run's and any a failed run left behind
             shutil.rmtree(old, ignore_errors=True)
     state_row = spark.createDataFrame(
-        [(tx_version, customers_version, global_version, week, version, generated_at)], STATE_SCHEMA
+        [(tx_version, customers_version, global_version, week, version, generated_at, history)], STATE_SCHEMA
     )
     overwrite_table(state_row, tables, Tables.SCORING_STATE)
     written = read_table(spark, tables, Tables.RECOMMENDATIONS, version=out_version)

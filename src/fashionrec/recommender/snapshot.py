@@ -72,6 +72,13 @@ def scoring_snapshot(spark: SparkSession, tables: TableLocator) -> dict[str, Any
     return row.asDict()
 
 
+def history_week(state: dict[str, Any]) -> int:
+    """Purchases before this week are the customers' histories: the target week, or a later one when days
+    of the target week have landed since the models' snapshot (a daily refresh: what a customer bought
+    today shapes tomorrow's list, while popularity and the models stay as of the target week)."""
+    return int(state.get("history_week") or state["week"])
+
+
 def purchase_rows(personal_tx: DataFrame, week: int) -> DataFrame:
     """(customer_id, article_id, day) of every purchase before the week: the customers' histories."""
     return personal_tx.where(week_col(F.col("t_dat")) < week).select(
@@ -238,7 +245,7 @@ def build_snapshot(
         personal = read_table(spark, tables, Tables.TRANSACTIONS, version=int(state["transactions_version"]))
         people = read_table(spark, tables, Tables.CUSTOMERS, version=int(state["customers_version"]))
         articles = read_table(spark, tables, Tables.ARTICLES)
-        meta["rows"]["purchases"] = _write(purchase_rows(personal, week), staging, "purchases")
+        meta["rows"]["purchases"] = _write(purchase_rows(personal, history_week(state)), staging, "purchases")
         meta["rows"]["customers"] = _write(
             customer_rows(personal, people, articles, week), staging, "customers"
         )
