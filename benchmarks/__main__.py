@@ -10,7 +10,15 @@ from benchmarks.common import machine, record
 from fashionrec.runner.report import print_figures
 
 BENCHMARKS = ["ingest", "features", "retrieval", "scoring", "images", "serving"]
-ON_REQUEST = ["soak", "realism", "backtest", "executors", "images_real"]  # long: run with --only
+ON_REQUEST = [
+    "soak",
+    "realism",
+    "backtest",
+    "executors",
+    "images_real",
+    "landing",
+    "refresh",
+]  # long: run with --only
 
 
 def main() -> None:

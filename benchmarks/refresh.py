@@ -1,0 +1,80 @@
+"""Refresh benchmark: the daily job end to end after a full build (issue 24).
+
+On `<scale>` with its last 8 days kept out as daily files (see `benchmarks.landing`): the weekly job
+(`fashionrec`, without the image tasks) builds everything on the other days; then the daily job
+(`fashionrec_refresh`: ingest → features → batch_score → register) runs after one new day lands, after
+the next seven land together, and once more with nothing new. Prints seconds per task and in total, rows
+read and customers re-scored. Targets (full scale, this machine): a day ≤ 3 min, a week ≤ 6 min, an
+unchanged run ≤ 30 s.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.landing import daily_data, land, landing_folder
+from fashionrec.runner.local import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_TASKS = [
+    "ingest",
+    "features",
+    "train_retrieval",
+    "build_index",
+    "train_ranker",
+    "evaluate",
+    "batch_score",
+    "register",
+]
+TARGETS_S = {"day": 180, "week": 360, "unchanged": 30}
+
+
+def _refresh(variables: dict[str, str], root: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = run_job(ROOT, "fashionrec_refresh", "local", variables, None, root / "refresh.json", quiet=True)
+    if result.failed:
+        raise RuntimeError(f"refresh failed in task {result.failed}: see {root / 'refresh.json'}")
+    tasks = result.figures
+    return {
+        "total_s": round(time.perf_counter() - started, 1),
+        "task_s": {key: figures.get("seconds") for key, figures in tasks.items()},
+        "files_read": tasks["ingest"]["files_read"],
+        "rows_inserted": sum(r["inserted"] for r in tasks["ingest"]["ingest"]),
+        "customers_rescored": tasks["batch_score"]["customers_scored"],
+        "features": tasks["features"].get("mode"),
+        "registered_version": tasks["register"]["version"],
+    }
+
+
+def run(scale: str) -> dict[str, Any]:
+    data = daily_data(scale)
+    root = Path(tempfile.mkdtemp(prefix=f"bench-refresh-{scale}-"))
+    figures: dict[str, Any] = {"scale": scale}
+    try:
+        landing, days = landing_folder(data, root)
+        variables = {
+            "data_path": str(landing),
+            "lakehouse_dir": str(root / "lakehouse"),
+            "artifacts_dir": str(root / "artifacts"),
+            "reports_dir": str(root / "reports"),
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        }
+        started = time.perf_counter()
+        build = run_job(ROOT, "fashionrec", "local", variables, BUILD_TASKS, root / "build.json", quiet=True)
+        if build.failed:
+            raise RuntimeError(f"build failed in task {build.failed}")
+        figures["build_s"] = round(time.perf_counter() - started, 1)
+        figures["day_rows_landed"] = land(days[:1], landing)
+        figures["day"] = _refresh(variables, root)
+        figures["week_rows_landed"] = land(days[1:], landing)
+        figures["week"] = _refresh(variables, root)
+        figures["unchanged"] = _refresh(variables, root)
+        figures["targets_s"] = TARGETS_S
+        figures["meets_targets"] = {k: figures[k]["total_s"] <= v for k, v in TARGETS_S.items()}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return figures
