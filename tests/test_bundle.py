@@ -165,6 +165,21 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     assert registered["test_map@12"] == pytest.approx(ranker["live_map@12"], abs=1e-5)
 
 
+def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run):
+    """The daily job registers every day; on a day without new data the champion already serves the same
+    snapshot, so no run is logged and no version is created."""
+    from fashionrec.config import RegisterParams
+    from fashionrec.serving.register import run_register
+
+    params = RegisterParams(
+        lakehouse=str(job_run / "lakehouse"),
+        artifacts_dir=str(job_run / "artifacts"),
+        mlflow_tracking_uri=f"sqlite:///{job_run / 'mlflow.db'}",
+    )
+    again = run_register(params, spark)
+    assert again["committed"] is False and again["version"] == 1 and again["reason"].startswith("unchanged")
+
+
 def _recommendations(spark, lakehouse: Path) -> dict[str, tuple]:
     rows = spark.read.format("delta").load(str(lakehouse / "recommendations")).collect()
     return {r["customer_id"]: (list(r["article_ids"]), list(r["scores"]), r["fallback"]) for r in rows}

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from pyspark.sql import functions as F
 
 from fashionrec.config import IngestParams, TableLocator
@@ -37,23 +38,36 @@ def same_rows(spark, left: Path, right: Path, table: str) -> bool:
     return a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
 
 
-def test_daily_files_landed_one_by_one_give_the_tables_of_one_full_ingest(
-    spark, data_copy, tiny_ingest, tmp_path
-):
+@pytest.fixture(scope="module")
+def daily_lake(spark, tiny_data, tmp_path_factory) -> dict:
+    """The tiny set with its last two days held back as daily files: the rest ingested, then each day
+    landed and ingested on its own. Test order: the first test reads it, the second goes on changing it."""
+    root = tmp_path_factory.mktemp("daily")
+    data = root / "data"
+    shutil.copytree(tiny_data, data)
+    days = [Path(p) for p in split_last_days(data, 2)]
+    lakehouse = root / "lakehouse"
+    runs = [ingest(spark, data, lakehouse)]
+    for day in days:
+        land(day, data)
+        runs.append(ingest(spark, data, lakehouse))
+    return {"data": data, "lakehouse": lakehouse, "days": days, "runs": runs}
+
+
+def test_daily_files_landed_one_by_one_give_the_tables_of_one_full_ingest(spark, daily_lake, tiny_ingest):
     full_lakehouse, full = tiny_ingest
-    days = [Path(p) for p in split_last_days(data_copy, 2)]
+    data, lakehouse, days = daily_lake["data"], daily_lake["lakehouse"], daily_lake["days"]
+    base, *landed = daily_lake["runs"]
     assert [p.parent.name for p in days] == [ARRIVALS] * 2
-    lakehouse = tmp_path / "daily_lakehouse"
-    base = ingest(spark, data_copy, lakehouse)
     assert base["files_read"] == 4 and base["micro_batches"] == 1
     assert base["ignored_files"] == sorted(str(p) for p in days)  # not in the landing layout
 
     rows = base["table_rows"]["transactions"]
-    for day in days:
-        path = land(day, data_copy)
-        figures = ingest(spark, data_copy, lakehouse)
+    for day, figures in zip(days, landed, strict=True):
         read = figures["ingest"]
-        assert [(r["table"], r["source_file"]) for r in read] == [("transactions", str(path))]
+        assert [(r["table"], r["source_file"]) for r in read] == [
+            ("transactions", str(data / "transactions" / day.name))
+        ]
         assert read[0]["inserted"] == len(read_lines(day)) - 1 and figures["micro_batches"] == 1
         rows += read[0]["inserted"]
         assert figures["table_rows"]["transactions"] == rows
@@ -61,19 +75,16 @@ def test_daily_files_landed_one_by_one_give_the_tables_of_one_full_ingest(
     for table in BRONZE:
         assert same_rows(spark, full_lakehouse, lakehouse, table), table
 
-    unchanged = ingest(spark, data_copy, lakehouse)
+    unchanged = ingest(spark, data, lakehouse)
     assert unchanged["files_read"] == 0 and unchanged["micro_batches"] == 0
-    assert unchanged["changed_files"] == [] and unchanged["versions"] == figures["versions"]
+    assert unchanged["changed_files"] == [] and unchanged["versions"] == landed[-1]["versions"]
 
 
-def test_a_relanded_file_is_not_double_counted_and_a_changed_file_is_reported(spark, data_copy, tmp_path):
+def test_a_relanded_file_is_not_double_counted_and_a_changed_file_is_reported(spark, daily_lake):
     """Also: a bad row in a daily file is quarantined with that file's path and line."""
-    days = [Path(p) for p in split_last_days(data_copy, 2)]
-    lakehouse = tmp_path / "lakehouse"
-    ingest(spark, data_copy, lakehouse)
-    landed = land(days[0], data_copy)
-    first = ingest(spark, data_copy, lakehouse)
-    rows = first["table_rows"]["transactions"]
+    data_copy, lakehouse, days = daily_lake["data"], daily_lake["lakehouse"], daily_lake["days"]
+    landed = data_copy / "transactions" / days[0].name
+    rows = daily_lake["runs"][-1]["table_rows"]["transactions"]
 
     time.sleep(0.01)
     land(days[0], data_copy)  # the same file copied in again: a new modification time

@@ -2,11 +2,13 @@
 
 The new version becomes `champion` only if its test-week MAP@12 is at least the current champion's;
 otherwise it is `challenger` and the task says why. The serving endpoint (resources/serving.yml) and
-`make serve` follow the `champion` alias.
+`make serve` follow the `champion` alias. A version records a fingerprint of its inputs; when the
+champion's is the same (a daily refresh with no new data), nothing is logged or registered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,10 +19,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pyspark.sql import SparkSession
 
-from fashionrec.config import RegisterParams
+from fashionrec import __version__
+from fashionrec.config import RegisterParams, Tables
 from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import current_version
 from fashionrec.recommender.layout import QUALITY_FILE
-from fashionrec.recommender.snapshot import build_snapshot
+from fashionrec.recommender.snapshot import build_snapshot, scoring_snapshot
 from fashionrec.serving.photo import write_gallery
 from fashionrec.serving.pyfunc import log_recommender
 from fashionrec.training.tracking import tracked_run
@@ -28,6 +32,7 @@ from fashionrec.training.tuning import absolute_tracking_uri
 
 SNAPSHOT_DIR = Path("serving") / "snapshot"
 METRIC_TAG = "test_map_at_12"
+INPUTS_TAG = "serving_inputs"  # fingerprint of what the version was built from (`serving_inputs`)
 
 
 def _champion(client: MlflowClient, name: str) -> Any | None:
@@ -59,6 +64,20 @@ def decide(
     return "challenger", f"test MAP@12 {new_map:.4f} < champion's {champion_map:.4f}: champion kept"
 
 
+def serving_inputs(spark: SparkSession, params: RegisterParams, quality: str) -> str:
+    """A fingerprint of everything a registered version is built from: the scoring state (target week,
+    table versions, histories' end, models' content hash), the test quality, the image embeddings'
+    version and this package's version. The same fingerprint means the same model and snapshot."""
+    state = {k: v for k, v in scoring_snapshot(spark, params.tables).items() if k != "generated_at"}
+    parts = {
+        "state": state,
+        "quality": quality,
+        "image_embeddings": current_version(spark, params.tables, Tables.IMAGE_EMBEDDINGS),
+        "package": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_register(params: RegisterParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-register")
     started = time.perf_counter()
@@ -68,10 +87,27 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         raise FileNotFoundError(f"{quality_path} is missing: run train_ranker first")
     quality = json.loads(quality_path.read_text())
     new_map = float(quality["map@12"])
+    inputs = serving_inputs(spark, params, quality_path.read_text())
+    tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
+    name = registered_name(params)
+    registry_uri = "databricks-uc" if params.catalog and tracking_uri == "databricks" else tracking_uri
+    client = MlflowClient(tracking_uri, registry_uri=registry_uri)
+    champion = _champion(client, name)
+    if champion is not None and champion.tags.get(INPUTS_TAG) == inputs:
+        return {  # a daily refresh with no new data: the champion already serves exactly this
+            "model_name": name,
+            "version": int(champion.version),
+            "alias": "champion",
+            "reason": f"unchanged: champion version {champion.version} was built from the same inputs",
+            "committed": False,
+            "test_map@12": round(new_map, 5),
+            "live_method": quality.get("live_method", "pipeline"),
+            "model_uri": f"models:/{name}@champion",
+            "seconds": round(time.perf_counter() - started, 1),
+        }
     snapshot = build_snapshot(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
     gallery = write_gallery(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
 
-    tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
     with tracked_run(tracking_uri, params.experiment, "register", {"task": "register"}) as run:
         mlflow.log_params(
             {
@@ -84,16 +120,12 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         mlflow.log_metric("test.map_at_12", new_map)
         info = log_recommender(artifacts / SNAPSHOT_DIR, artifacts)
         run_id = run.info.run_id
-    name = registered_name(params)
-    registry_uri = "databricks-uc" if params.catalog and tracking_uri == "databricks" else tracking_uri
     mlflow.set_registry_uri(registry_uri)
-    client = MlflowClient(tracking_uri, registry_uri=registry_uri)
-    champion = _champion(client, name)
     champion_map = None
     if champion is not None:
         tagged = champion.tags.get(METRIC_TAG)
         champion_map = float(tagged) if tagged is not None else None
-    version = mlflow.register_model(info.model_uri, name, tags={METRIC_TAG: str(new_map)})
+    version = mlflow.register_model(info.model_uri, name, tags={METRIC_TAG: str(new_map), INPUTS_TAG: inputs})
     baseline_map = quality.get("best_baseline_map@12")
     alias, reason = decide(
         new_map,
@@ -107,6 +139,7 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         "version": int(version.version),
         "alias": alias,
         "reason": reason,
+        "committed": True,
         "test_map@12": round(new_map, 5),
         "live_method": quality.get("live_method", "pipeline"),
         "best_baseline": quality.get("best_baseline"),
