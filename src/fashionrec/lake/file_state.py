@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config.tables import TableLocator
-from fashionrec.lake.tables import current_version, read_table, upsert
+from fashionrec.lake.tables import create_table, delta_table, read_table, table_exists
 
 FILE_STAMP = ["path", "modificationTime", "length"]
 
@@ -41,15 +41,28 @@ def unrecorded_files(
 ) -> DataFrame:
     """Rows of `listing` whose stamp is not recorded in `state_table`: all of them while the state or any
     of the `required` tables does not exist (a lost table is rebuilt from its files)."""
-    if any(current_version(spark, tables, t) is None for t in (state_table, *required)):
+    if not all(table_exists(spark, tables, t) for t in (state_table, *required)):
         return listing
     return listing.join(read_table(spark, tables, state_table).select(*FILE_STAMP), FILE_STAMP, "left_anti")
 
 
 def record_files(spark: SparkSession, tables: TableLocator, listing: DataFrame, state_table: str) -> None:
-    """Remember these files (once their rows are committed): the next run does not read them again."""
+    """Remember these files (once their rows are committed): the next run does not read them again.
+
+    Only files just read are recorded, so every call changes the state: one MERGE on the path, without
+    the changed-rows check of `upsert` (a few seconds saved on every ingest)."""
     stamped = listing.withColumn("stamp", F.concat_ws("/", "modificationTime", "length"))
-    upsert(spark, tables, state_table, stamped, keys=["path"], compare_column="stamp")
+    if not table_exists(spark, tables, state_table):
+        create_table(stamped, tables, state_table)
+        return
+    (
+        delta_table(spark, tables, state_table)
+        .alias("t")
+        .merge(stamped.alias("s"), "t.path = s.path")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
 
 
 def local_folder(folder: str) -> str | None:

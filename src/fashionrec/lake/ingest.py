@@ -38,7 +38,7 @@ from fashionrec.lake.landing import (
 )
 from fashionrec.lake.quarantine import quarantine_rows, write_quarantine
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import current_version, read_table, upsert
+from fashionrec.lake.tables import current_version, read_table, table_exists, upsert
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _check_landing(spark: SparkSession, params: IngestParams, pending: Pending) 
     the columns its table needs."""
     landed_tables = {f.table for f in pending.found}
     for spec in REQUIRED:
-        if spec.table not in landed_tables and current_version(spark, params.tables, spec.table) is None:
+        if spec.table not in landed_tables and not table_exists(spark, params.tables, spec.table):
             named = {
                 ARTICLES.table: params.articles_file,
                 CUSTOMERS.table: params.customers_file,
@@ -182,10 +182,13 @@ class _Run:
                 )
                 self.files.append(figures | {"changed": file in self.pending.changed})
                 problems.append(bad)
-            quarantined = functools.reduce(DataFrame.unionByName, problems)
-            for row in quarantined.groupBy("table", "column", "reason").count().collect():
-                self.reasons[(row["table"], row["column"], row["reason"])] += row["count"]
-            self.quarantine_inserted += write_quarantine(self.spark, self.params.tables, quarantined).inserted
+            bad = any(figures["quarantined"] for figures in self.files[-len(todo) :])
+            if bad or not table_exists(self.spark, self.params.tables, Tables.QUARANTINE):
+                quarantined = functools.reduce(DataFrame.unionByName, problems)
+                for row in quarantined.groupBy("table", "column", "reason").count().collect():
+                    self.reasons[(row["table"], row["column"], row["reason"])] += row["count"]
+                tables = self.params.tables
+                self.quarantine_inserted += write_quarantine(self.spark, tables, quarantined).inserted
         finally:
             for frame in problems:
                 frame.unpersist()
@@ -201,7 +204,7 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
     started = time.perf_counter()
     if not _exists(spark, params.data_path):
         raise SourceFileError(f"{params.data_path}: landing folder not found")
-    if current_version(spark, tables, Tables.LANDED_FILES) is None:
+    if not table_exists(spark, tables, Tables.LANDED_FILES):
         reset_checkpoint(params)  # a fresh lakehouse reads every file, whatever an old checkpoint says
     pending = pending_files(spark, params)
     _check_landing(spark, params, pending)

@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from fashionrec.config import IngestParams, Tables
 from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES, CUSTOMERS, TRANSACTIONS
 from fashionrec.lake.file_state import FILE_STAMP, list_files, local_folder
-from fashionrec.lake.tables import current_version, read_table
+from fashionrec.lake.tables import read_table, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,12 @@ def pending_files(spark: SparkSession, params: IngestParams) -> Pending:
     tables = params.tables
     found, ignored = landed(list_files(spark, params.data_path, CSV_GLOB).collect(), params)
     recorded: dict[str, tuple[Any, ...]] = {}
-    if current_version(spark, tables, Tables.LANDED_FILES) is not None:
+    if table_exists(spark, tables, Tables.LANDED_FILES):
         recorded = {
             r["path"]: (r["path"], r["modificationTime"], r["length"])
             for r in read_table(spark, tables, Tables.LANDED_FILES).select(*FILE_STAMP).collect()
         }
-    existing = {t for t in TABLE_ORDER if current_version(spark, tables, t) is not None}
+    existing = {t for t in TABLE_ORDER if table_exists(spark, tables, t)}
     new, changed = [], []
     for file in found:
         before = recorded.get(file.path)
