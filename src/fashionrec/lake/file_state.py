@@ -70,3 +70,12 @@ def local_folder(folder: str) -> str | None:
     if folder.startswith("file:"):
         return os.path.abspath(folder.removeprefix("file:").removeprefix("//"))
     return None if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", folder) else os.path.abspath(folder)
+
+
+def folder_exists(spark: SparkSession, folder: str) -> bool:
+    """Whether `folder` exists: a local (or FUSE) check, else Hadoop's FileSystem (DBFS, cloud storage)."""
+    local = local_folder(folder)
+    if local is not None:
+        return os.path.isdir(local)
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(folder)
+    return bool(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path))

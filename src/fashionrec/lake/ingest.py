@@ -26,11 +26,12 @@ from fashionrec.config import IngestParams, TableLocator, Tables
 from fashionrec.data.readers import LINE, CsvSource, SourceFileError, check_columns, read_csv, read_header
 from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES, CUSTOMERS, TRANSACTIONS, TableSpec
 from fashionrec.data.validation import BAD, Validated, flag_duplicates, flag_unknown_references, validate
-from fashionrec.lake.file_state import local_folder, record_files
+from fashionrec.lake.file_state import folder_exists, record_files
 from fashionrec.lake.landing import (
     LandedFile,
     Pending,
     in_table_order,
+    kaggle_files,
     pending_files,
     reset_checkpoint,
     stamps,
@@ -141,11 +142,7 @@ def _check_landing(spark: SparkSession, params: IngestParams, pending: Pending) 
     landed_tables = {f.table for f in pending.found}
     for spec in REQUIRED:
         if spec.table not in landed_tables and not table_exists(spark, params.tables, spec.table):
-            named = {
-                ARTICLES.table: params.articles_file,
-                CUSTOMERS.table: params.customers_file,
-                TRANSACTIONS.table: params.transactions_file,
-            }[spec.table]
+            named = kaggle_files(params)[spec.table]
             read_header(spark, os.path.join(params.data_path, named))  # says "missing" or "empty"
             raise SourceFileError(f"{params.data_path}: no {named} (or {params.transactions_folder}/*.csv)")
     for file in pending.to_read:
@@ -173,7 +170,7 @@ class _Run:
         todo = list({f.stamp: f for f in todo}.values())
         if not todo:
             return
-        problems = []
+        problems, quarantined_lines = [], 0
         try:
             for file in todo:
                 source = read_csv(self.spark, file.display_path, SPECS[file.table].column_names)
@@ -182,8 +179,8 @@ class _Run:
                 )
                 self.files.append(figures | {"changed": file in self.pending.changed})
                 problems.append(bad)
-            bad = any(figures["quarantined"] for figures in self.files[-len(todo) :])
-            if bad or not table_exists(self.spark, self.params.tables, Tables.QUARANTINE):
+                quarantined_lines += figures["quarantined"]
+            if quarantined_lines or not table_exists(self.spark, self.params.tables, Tables.QUARANTINE):
                 quarantined = functools.reduce(DataFrame.unionByName, problems)
                 for row in quarantined.groupBy("table", "column", "reason").count().collect():
                     self.reasons[(row["table"], row["column"], row["reason"])] += row["count"]
@@ -202,21 +199,23 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
     spark = spark or get_spark("fashionrec-ingest")
     tables = params.tables
     started = time.perf_counter()
-    if not _exists(spark, params.data_path):
+    if not folder_exists(spark, params.data_path):
         raise SourceFileError(f"{params.data_path}: landing folder not found")
     if not table_exists(spark, tables, Tables.LANDED_FILES):
         reset_checkpoint(params)  # a fresh lakehouse reads every file, whatever an old checkpoint says
     pending = pending_files(spark, params)
     _check_landing(spark, params, pending)
-    for file in pending.changed:
-        log.warning(
-            "%s changed after it was ingested (was %s bytes, %s; now %s bytes, %s): reading it again",
-            file.display_path,
-            pending.recorded[file.path][2],
-            pending.recorded[file.path][1],
-            file.length,
-            file.modified,
-        )
+    changed = [
+        {
+            "path": f.display_path,
+            "table": f.table,
+            "recorded": {"length": pending.recorded[f.path][2], "modified": str(pending.recorded[f.path][1])},
+            "now": {"length": f.length, "modified": str(f.modified)},
+        }
+        for f in pending.changed
+    ]
+    for file in changed:
+        log.warning("%s changed after it was ingested (%s): reading it again", file["path"], file)
     run = _Run(spark, params, pending)
     batches = stream_new_files(spark, params, run.read) if pending.to_read else 0
     run.read([])  # pending files the stream did not deliver (changed files; a checkpoint ahead of the table)
@@ -241,18 +240,7 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
         "files_found": len(pending.found),
         "files_read": len(run.files),
         "micro_batches": batches,
-        "changed_files": [
-            {
-                "path": f.display_path,
-                "table": f.table,
-                "recorded": {
-                    "length": pending.recorded[f.path][2],
-                    "modified": str(pending.recorded[f.path][1]),
-                },
-                "now": {"length": f.length, "modified": str(f.modified)},
-            }
-            for f in pending.changed
-        ],
+        "changed_files": changed,
         "ignored_files": pending.ignored,
         "ingest": run.files,
         "quarantine_reasons": [
@@ -263,12 +251,3 @@ def run_ingest(params: IngestParams, spark: SparkSession | None = None) -> dict[
         "versions": versions,
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _exists(spark: SparkSession, folder: str) -> bool:
-    local = local_folder(folder)
-    if local is not None:
-        return os.path.isdir(local)
-    jvm = spark.sparkContext._jvm  # Hadoop's FileSystem: DBFS, cloud storage
-    path = jvm.org.apache.hadoop.fs.Path(folder)
-    return bool(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path))

@@ -62,18 +62,22 @@ def display_path(uri: str) -> str:
     return uri.removeprefix("file://").removeprefix("file:") if uri.startswith("file:") else uri
 
 
+def kaggle_files(params: IngestParams) -> dict[str, str]:
+    """Table → the name of its file at the top of the landing folder (Kaggle layout)."""
+    return {
+        ARTICLES.table: params.articles_file,
+        CUSTOMERS.table: params.customers_file,
+        TRANSACTIONS.table: params.transactions_file,
+        ARTICLE_AVAILABILITY.table: params.availability_file,
+    }
+
+
 def table_of(path: str, params: IngestParams) -> str | None:
     """The table a landed CSV file feeds (by name and folder), or None for a file that is not ours."""
-    name = os.path.basename(path)
-    named = {
-        params.articles_file: ARTICLES.table,
-        params.customers_file: CUSTOMERS.table,
-        params.transactions_file: TRANSACTIONS.table,
-        params.availability_file: ARTICLE_AVAILABILITY.table,
-    }
     if _same_folder(path, os.path.join(params.data_path, params.transactions_folder)):
         return TRANSACTIONS.table
-    return named.get(name) if _same_folder(path, params.data_path) else None
+    named = {name: table for table, name in kaggle_files(params).items()}
+    return named.get(os.path.basename(path)) if _same_folder(path, params.data_path) else None
 
 
 def _same_folder(path: str, folder: str) -> bool:
