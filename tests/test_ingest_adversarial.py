@@ -101,6 +101,10 @@ def damaged(spark, tmp_path_factory):
     transactions.add(f"{day},{customer},{article},0.02,3", "not_allowed")
     transactions.add(f"{day},{customer},0999999999,0.02,1", "unknown_article")
     transactions.add(f"{day},{'d' * 64},{article},0.02,1", "unknown_customer")
+    transactions.add(f"{day},not a customer!,{article},0.02,1", "invalid_format")  # checked as a key
+    # A key's format is checked only when its table lacks it, so a line bad for another reason names
+    # that reason alone.
+    transactions.add(f"{day},not a customer!,{article},abc,1", "not_a_number")
     transactions.add(f"{day},,{article},0.02,1", "missing_value")
     transactions.add(f"{day},{customer},{article.lstrip('0')},0.03,1")  # unpadded id: the same article
     transactions.add(b"\x00\x01binary junk\xff\xfe", "invalid_encoding")

@@ -121,8 +121,18 @@ def check_columns(path: str, header: list[str], required: list[str]) -> None:
         )
 
 
-def _quote_count(raw: Column) -> Column:
-    return F.length(raw) - F.length(F.replace(raw, F.lit('"'), F.lit("")))
+def _odd_quotes(raw: Column) -> Column:
+    """The line holds an odd number of quote characters. Most lines hold none: `contains` answers them
+    without building a copy of every line (the count pass over 31M lines took 39 s with the copy, 18 s
+    without)."""
+    count = F.length(raw) - F.length(F.replace(raw, F.lit('"'), F.lit("")))
+    return raw.contains('"') & (count % 2 == 1)
+
+
+def _blank(raw: Column) -> Column:
+    """Empty or spaces only (what `trim` removes); a line that does not start with a space is not blank,
+    which spares trimming a copy of nearly every line."""
+    return (F.octet_length(raw) == 0) | (raw.startswith(" ") & (F.trim(raw) == ""))
 
 
 def _numbered_lines(spark: SparkSession, path: str) -> tuple[DataFrame, int, int, int]:
@@ -138,8 +148,8 @@ def _numbered_lines(spark: SparkSession, path: str) -> tuple[DataFrame, int, int
         text.groupBy(part.alias("p"))
         .agg(
             F.count(F.lit(1)).alias("n"),
-            F.sum((F.trim(F.col("value")) == "").cast("long")).alias("blank"),
-            F.sum((_quote_count(F.col("value")) % 2 == 1).cast("long")).alias("odd"),
+            F.sum(_blank(F.col("value")).cast("long")).alias("blank"),
+            F.sum(_odd_quotes(F.col("value")).cast("long")).alias("odd"),
         )
         .collect()
     )
@@ -168,7 +178,7 @@ class Stitched:
 def stitch_records(path: str, numbered: DataFrame, after_line: int) -> Stitched:
     """Find the records whose quoted field spans lines (see the module's docstring)."""
     odd = (
-        numbered.where((F.col(LINE) > after_line) & (_quote_count(F.col(RAW)) % 2 == 1))
+        numbered.where((F.col(LINE) > after_line) & _odd_quotes(F.col(RAW)))
         .orderBy(LINE)
         .limit(MAX_OPEN_QUOTE_LINES + 1)
         .collect()
@@ -228,9 +238,7 @@ def read_csv(spark: SparkSession, path: str, required: list[str]) -> CsvSource:
     schema = ", ".join(f"`{name}` STRING" for name in [*header, CORRUPT])
     numbered, total, blank, odd = _numbered_lines(spark, path)
     stitched = stitch_records(path, numbered, header_line) if odd else Stitched({}, [], [])
-    lines = _apply_stitches(numbered, stitched).where(
-        (F.col(LINE) > header_line) & (F.trim(F.col(RAW)) != "")
-    )
+    lines = _apply_stitches(numbered, stitched).where((F.col(LINE) > header_line) & ~_blank(F.col(RAW)))
     valid = F.is_valid_utf8(F.col(RAW))
     # Invalid bytes are parsed from a repaired copy only so that the parser never sees them; such a line
     # is quarantined whatever it parses to.

@@ -88,7 +88,11 @@ def _typed(rule: Column, raw: SparkColumn) -> SparkColumn:
     return text
 
 
-def _checks(rule: Column, raw: SparkColumn, typed: SparkColumn) -> list[SparkColumn]:
+def _checks(rule: Column, raw: SparkColumn, typed: SparkColumn, foreign_key: bool) -> list[SparkColumn]:
+    """The column's problems. A foreign key's pattern is not checked here: the key must be in its
+    table, whose ids passed the same pattern, so only a key that table lacks is matched against it
+    (`flag_unknown_references`), which spares a regex on every row of the largest file (a third of
+    the validation time of 31.5M transactions)."""
     present = raw.isNotNull() & (F.trim(raw) != "")
     checks = []
     if rule.required:
@@ -100,7 +104,7 @@ def _checks(rule: Column, raw: SparkColumn, typed: SparkColumn) -> list[SparkCol
         checks.append(_problem(present & not_number, rule.name, NOT_A_NUMBER))
     if rule.kind == "date":
         checks.append(_problem(present & typed.isNull(), rule.name, NOT_A_DATE))
-    if rule.pattern:
+    if rule.pattern and not foreign_key:
         checks.append(_problem(present & ~typed.rlike(rule.pattern), rule.name, INVALID_FORMAT))
     low = F.lit(rule.minimum).cast("date") if rule.kind == "date" and rule.minimum else rule.minimum
     high = F.lit(rule.maximum).cast("date") if rule.kind == "date" and rule.maximum else rule.maximum
@@ -123,7 +127,7 @@ def validate(lines: DataFrame, spec: TableSpec) -> Validated:
         raw = F.col(f"`{rule.name}`")
         typed = _typed(rule, raw)
         typed_cols.append(typed.alias(rule.name))
-        checks += _checks(rule, raw, typed)
+        checks += _checks(rule, raw, typed, rule.name in spec.foreign_keys)
     encoding = ~F.col(VALID_UTF8)
     unterminated = F.col(UNTERMINATED)
     malformed = F.col(CORRUPT).isNotNull()
@@ -144,12 +148,13 @@ def validate(lines: DataFrame, spec: TableSpec) -> Validated:
     return Validated(rows, spec, lines)
 
 
-def _flag(rows: DataFrame, condition: SparkColumn, column: str, reason: str) -> DataFrame:
+def _flag(rows: DataFrame, condition: SparkColumn, column: str, reason: str | SparkColumn) -> DataFrame:
     """Mark good rows meeting `condition` as bad with one problem (their text comes back from the file)."""
     hit = ~F.col(BAD) & condition
+    problem = F.struct(F.lit(column).alias("column"), F.lit(reason).alias("reason"))
     return rows.withColumns(
         {
-            PROBLEMS: F.when(hit, F.array(_problem(F.lit(True), column, reason))).otherwise(F.col(PROBLEMS)),
+            PROBLEMS: F.when(hit, F.array(problem)).otherwise(F.col(PROBLEMS)),
             BAD: F.col(BAD) | hit,
         }
     )
@@ -164,7 +169,8 @@ def flag_duplicates(validated: Validated, keys: list[str]) -> Validated:
 
 
 def flag_unknown_references(validated: Validated, references: dict[str, DataFrame]) -> Validated:
-    """Good rows whose foreign key is absent from the referenced table get `unknown_<table>`.
+    """Good rows whose foreign key is absent from the referenced table get `unknown_<table>`, or
+    `invalid_format` when the key does not match its column's pattern.
 
     `references` maps a column to a one-column DataFrame of the referenced keys (named like the column).
     Persist `validated.rows` first: the cache stops Spark from inlining the validation expressions into
@@ -176,5 +182,9 @@ def flag_unknown_references(validated: Validated, references: dict[str, DataFram
         known = keys.select(column).distinct().withColumn(flag, F.lit(True))
         rows = rows.join(known, on=column, how="left")  # AQE broadcasts the small side
         table = validated.spec.foreign_keys[column]
-        rows = _flag(rows, F.col(flag).isNull(), column, unknown_reference(table)).drop(flag)
+        reason: str | SparkColumn = unknown_reference(table)
+        pattern = next(rule.pattern for rule in validated.spec.columns if rule.name == column)
+        if pattern:
+            reason = F.when(~F.col(column).rlike(pattern), F.lit(INVALID_FORMAT)).otherwise(F.lit(reason))
+        rows = _flag(rows, F.col(flag).isNull(), column, reason).drop(flag)
     return Validated(rows, validated.spec, validated.lines)
