@@ -65,7 +65,7 @@ class Validated:
         )
 
 
-def _problem(condition: SparkColumn, column: str, reason: str) -> SparkColumn:
+def _problem(condition: SparkColumn, column: str, reason: str | SparkColumn) -> SparkColumn:
     return F.when(condition, F.struct(F.lit(column).alias("column"), F.lit(reason).alias("reason")))
 
 
@@ -151,10 +151,9 @@ def validate(lines: DataFrame, spec: TableSpec) -> Validated:
 def _flag(rows: DataFrame, condition: SparkColumn, column: str, reason: str | SparkColumn) -> DataFrame:
     """Mark good rows meeting `condition` as bad with one problem (their text comes back from the file)."""
     hit = ~F.col(BAD) & condition
-    problem = F.struct(F.lit(column).alias("column"), F.lit(reason).alias("reason"))
     return rows.withColumns(
         {
-            PROBLEMS: F.when(hit, F.array(problem)).otherwise(F.col(PROBLEMS)),
+            PROBLEMS: F.when(hit, F.array(_problem(F.lit(True), column, reason))).otherwise(F.col(PROBLEMS)),
             BAD: F.col(BAD) | hit,
         }
     )
