@@ -111,15 +111,15 @@ def _validated(
     checked = validate(lines, spec)
     cached = checked.rows.persist()
     with _uncompressed_cache(spark):
-        rows, invalid = cached.agg(F.count(F.lit(1)), F.sum(F.col(BAD).cast("long"))).first()
+        rows, invalid = cached.agg(F.count(F.lit(1)), F.count_if(F.col(BAD))).first()
     checked = Validated(cached, spec, checked.lines)
     if spec.foreign_keys:
         references = {
             column: read_table(spark, tables, table).select(column)
             for column, table in spec.foreign_keys.items()
         }
-        return _Checked(flag_unknown_references(checked, references), cached, rows, invalid or 0)
-    return _Checked(flag_duplicates(checked, list(spec.keys)), cached, rows, invalid or 0)
+        return _Checked(flag_unknown_references(checked, references), cached, rows, invalid)
+    return _Checked(flag_duplicates(checked, list(spec.keys)), cached, rows, invalid)
 
 
 def _bronze_rows(spec: TableSpec, validated: Validated) -> DataFrame:
