@@ -100,13 +100,19 @@ def tiny_lake(spark, tiny_ingest):
 
 
 @pytest.fixture(scope="session")
-def job_run(spark, tiny_data, tmp_path_factory) -> Path:
+def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Path:
     """The whole job graph on the tiny data set, run once by the local runner; returns its folder.
 
+    The lakehouse starts as a copy of the ingested tiny files (their bronze tables, `landed_files` and the
+    landing stream's checkpoint), so the graph's ingest task finds nothing new: the first ingest is tested
+    on its own (`tiny_ingest`), and the graph spends its time on the later tasks.
     test_bundle's batch-scoring test appends transactions to this lakehouse (and re-scores everyone), so
     later tests see a lakehouse whose `recommendations` match its `scoring_state`.
     """
     tmp_path = tmp_path_factory.mktemp("job")
+    ingested, _ = tiny_ingest
+    for folder in (*BRONZE_TABLES, "landed_files", "_checkpoints"):
+        shutil.copytree(ingested / folder, tmp_path / "lakehouse" / folder)
     from fashionrec.runner.local import run_job
 
     result = run_job(

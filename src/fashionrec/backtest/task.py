@@ -37,6 +37,7 @@ from fashionrec.evaluation import baselines
 from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
 from fashionrec.evaluation.report import save_figure
 from fashionrec.evaluation.task import baseline_methods, oracle_method
+from fashionrec.features.article import article_features
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table
@@ -214,9 +215,14 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
     last = tx.agg(F.max(week_col(F.col("t_dat")))).first()[0]
     folds = list(range(last - params.weeks - params.validation_weeks + 1, last + 1))
     reported = folds[-params.weeks :]
-    frames, truths, recalls = _weekly_frames(
-        params, snapshot, list(range(folds[0] - params.train_weeks - 1, last + 1))
-    )
+    frame_weeks = list(range(folds[0] - params.train_weeks - 1, last + 1))
+    # Every week's article features in one pass (each as of its own week), not one pass per week.
+    features = article_features(tx, snapshot[Tables.CUSTOMERS], snapshot[Tables.ARTICLES], frame_weeks)
+    snapshot[Tables.ARTICLE_FEATURES] = features.persist()
+    try:
+        frames, truths, recalls = _weekly_frames(params, snapshot, frame_weeks)
+    finally:
+        snapshot.pop(Tables.ARTICLE_FEATURES).unpersist()
 
     per_fold: dict[int, dict[str, Lists]] = {}
     fold_scores: dict[int, dict[str, dict[str, float]]] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
+LOCAL_JAVA_OPTIONS = "-Dlog4j2.level=ERROR -XX:+UseParallelGC"
 
 
 def on_databricks() -> bool:
@@ -73,9 +74,10 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
             "spark.python.sql.dataFrameDebugging.enabled",
             os.environ.get("FASHIONREC_DATAFRAME_DEBUGGING", "false"),
         )
-        .config(
-            "spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", "-Dlog4j2.level=ERROR")
-        )
+        # The parallel collector: local mode runs batch work in one JVM whose heap churns through Arrow
+        # and shuffle buffers; G1's pauses and concurrent cycles took 18% of a test run's wall time
+        # (72.6 s of 400 s, GC log), the parallel collector's 11 s.
+        .config("spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", LOCAL_JAVA_OPTIONS))
     )
     if testing:
         builder = builder.config("spark.ui.enabled", "false")
