@@ -77,7 +77,9 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
         # The parallel collector: local mode runs batch work in one JVM whose heap churns through Arrow
         # and shuffle buffers; G1's pauses and concurrent cycles took 18% of a test run's wall time
         # (72.6 s of 400 s, GC log), the parallel collector's 11 s.
-        .config("spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", LOCAL_JAVA_OPTIONS))
+        .config(
+            "spark.driver.extraJavaOptions", os.environ.get("FASHIONREC_JAVA_OPTIONS", LOCAL_JAVA_OPTIONS)
+        )
     )
     if testing:
         builder = builder.config("spark.ui.enabled", "false")
