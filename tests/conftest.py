@@ -73,17 +73,21 @@ def tiny_ingest(spark, tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     return lakehouse, figures
 
 
+def copy_folders(source: Path, target: Path, names: tuple[str, ...]) -> Path:
+    """Copy the named folders of a lakehouse (those that exist) into `target`; returns `target`."""
+    for name in names:
+        if (source / name).exists():
+            shutil.copytree(source / name, target / name)
+    return target
+
+
 @pytest.fixture()
 def ingested_copy(tiny_ingest, tmp_path) -> Path:
     """A private lakehouse holding a copy of the ingested tiny bronze tables, as if just ingested.
 
     Path-based Delta tables keep relative file paths in their log, so a copied folder is the same table."""
     source, _ = tiny_ingest
-    target = tmp_path / "lakehouse"
-    for table in BRONZE_TABLES:
-        if (source / table).exists():
-            shutil.copytree(source / table, target / table)
-    return target
+    return copy_folders(source, tmp_path / "lakehouse", BRONZE_TABLES)
 
 
 @pytest.fixture(scope="session")
@@ -111,8 +115,7 @@ def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Path:
     """
     tmp_path = tmp_path_factory.mktemp("job")
     ingested, _ = tiny_ingest
-    for folder in (*BRONZE_TABLES, "landed_files", "_checkpoints"):
-        shutil.copytree(ingested / folder, tmp_path / "lakehouse" / folder)
+    copy_folders(ingested, tmp_path / "lakehouse", (*BRONZE_TABLES, "landed_files", "_checkpoints"))
     from fashionrec.runner.local import run_job
 
     result = run_job(

@@ -217,12 +217,15 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
     reported = folds[-params.weeks :]
     frame_weeks = list(range(folds[0] - params.train_weeks - 1, last + 1))
     # Every week's article features in one pass (each as of its own week), not one pass per week.
-    features = article_features(tx, snapshot[Tables.CUSTOMERS], snapshot[Tables.ARTICLES], frame_weeks)
-    snapshot[Tables.ARTICLE_FEATURES] = features.persist()
+    features = article_features(
+        tx, snapshot[Tables.CUSTOMERS], snapshot[Tables.ARTICLES], frame_weeks
+    ).persist()
     try:
-        frames, truths, recalls = _weekly_frames(params, snapshot, frame_weeks)
+        frames, truths, recalls = _weekly_frames(
+            params, {**snapshot, Tables.ARTICLE_FEATURES: features}, frame_weeks
+        )
     finally:
-        snapshot.pop(Tables.ARTICLE_FEATURES).unpersist()
+        features.unpersist()
 
     per_fold: dict[int, dict[str, Lists]] = {}
     fold_scores: dict[int, dict[str, dict[str, float]]] = {}
