@@ -163,6 +163,16 @@ def test_each_source_proposes_what_it_should(tmp_path):
     assert c1["trending"] == {"0400000001": (1, 5.0)}
 
 
+def test_other_colours_that_never_sold_follow_the_most_recently_bought_product(tmp_path):
+    core = load(tmp_path)
+    # c1 now bought product 2000000 yesterday and product 1000000 twenty days ago: among the unsold
+    # colours, 0200000002 comes before 0100000003; the best seller 0100000002 stays first.
+    core.use_customers(
+        core.customers.reset_index(), {"c1": [("0200000001", DAY - 1), ("0100000001", DAY - 20)]}
+    )
+    assert list(proposals(core, "c1")["same_product"]) == ["0100000002", "0200000002", "0100000003"]
+
+
 def test_old_purchases_fall_out_of_the_window_and_unknown_customers_get_global_lists(tmp_path):
     core = load(tmp_path)
     c2 = proposals(core, "c2")

@@ -204,7 +204,7 @@ class RankingParams(LakeParams):
     max_train_customers: int = 20_000
     two_tower_candidates: int = 50
     repurchase_candidates: int = 24
-    same_product_candidates: int = 12
+    same_product_candidates: int = 48
     trending_candidates: int = 12
     age_band_candidates: int = 12
     # Visual neighbours of recent purchases that have never sold (cold start; needs similar_articles).

@@ -366,14 +366,7 @@ class Recommender:
             out["repurchase"] = [(a, rank, float(times[a])) for rank, a in enumerate(ordered, start=1)]
         distinct = {a for a, _ in recent}
         if self.counts["same_product"] > 0:
-            products = {self.attrs[a][0] for a in distinct if a in self.attrs} - {None}
-            siblings = {
-                s: self.sales_4w.get(s, 0.0)
-                for product in products
-                for s in self.siblings.get(product, [])
-                if s not in distinct
-            }
-            out["same_product"] = self._best(siblings, self.counts["same_product"])
+            out["same_product"] = self._other_colours(recent, distinct)
         if self.similar is not None and self.counts.get("visual", 0) > 0:
             looks: dict[str, float] = {}
             for article in distinct:
@@ -390,6 +383,27 @@ class Recommender:
         if self.type_rows and self.counts.get("favourite_type", 0) > 0:
             out["favourite_type"] = self._favourite_types(customer)
         return out
+
+    def _other_colours(self, recent: list[tuple[str, int]], bought: set[str]) -> list[tuple[str, int, float]]:
+        """Other colours of the customer's products, best 4-week sellers first and, among equals, those of
+        the most recently bought product first: most colours of a real catalogue never sold to the
+        shoppers seen, and the recency order found twice as many of their purchases at 12 (choice weeks
+        of hm_real_dev) as the id order that broke those ties before. Score: the 4-week sales."""
+        latest: dict[Any, int] = {}
+        for article, day in recent:
+            product = self.attrs.get(article, (None, None))[0]
+            if product is not None:
+                latest[product] = max(day, latest.get(product, day))
+        siblings = {
+            s: (self.sales_4w.get(s, 0.0), day)
+            for product, day in latest.items()
+            for s in self.siblings.get(product, [])
+            if s not in bought
+        }
+        ordered = sorted(siblings.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+        return [
+            (a, rank, sales) for rank, (a, (sales, _)) in enumerate(ordered[: self.counts["same_product"]], 1)
+        ]
 
     def _favourite_types(self, customer: str) -> list[tuple[str, int, float]]:
         """Best sellers of the customer's most bought product types (all history), merged by score."""
