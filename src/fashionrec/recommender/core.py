@@ -387,8 +387,8 @@ class Recommender:
     def _other_colours(self, recent: list[tuple[str, int]], bought: set[str]) -> list[tuple[str, int, float]]:
         """Other colours of the customer's products, best 4-week sellers first and, among equals, those of
         the most recently bought product first: most colours of a real catalogue never sold to the
-        shoppers seen, and the recency order found twice as many of their purchases at 12 (choice weeks
-        of hm_real_dev) as the id order that broke those ties before. Score: the 4-week sales."""
+        shoppers seen, so the tie-break decides the list (on hm_real_dev's choice weeks this order found
+        34 of 2,805 purchases at 12 per customer, 68 at 48). Score: the 4-week sales."""
         latest: dict[Any, int] = {}
         for article, day in recent:
             product = self.attrs.get(article, (None, None))[0]
