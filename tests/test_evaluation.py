@@ -50,3 +50,25 @@ def test_metrics_chart_and_table_are_logged_to_mlflow(evaluation):
     assert run.data.params["split"] == "test"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"map_test.png", "metrics_test.json"} <= artifacts
+
+
+def test_age_band_baseline_ranks_each_bands_sales_and_falls_back_for_unknown_ages(spark):
+    from datetime import date
+
+    from fashionrec.evaluation.baselines import age_band_popular
+    from fashionrec.features.weeks import week_of
+
+    day = date(2020, 9, 14)  # a sale in the week before the target week
+    sales = [("young", "a"), ("young", "a"), ("young", "b"), ("old", "c"), ("nobody", "d")]
+    transactions = spark.createDataFrame(
+        [(day, c, a) for c, a in sales], "t_dat date, customer_id string, article_id string"
+    )
+    customers = spark.createDataFrame(
+        [("young", 22.0), ("young_too", 24.0), ("old", 61.0), ("nobody", None), ("new", 23.0)],
+        "customer_id string, age double",
+    )
+    lists = age_band_popular(transactions, customers, customers, week_of(date(2020, 9, 16)), 3, ["f1", "a"])
+    assert lists["young_too"] == ["a", "b", "f1"]  # the 20-24 band's sales, then the fallback
+    assert lists["new"] == ["a", "b", "f1"]
+    assert lists["old"] == ["c", "f1", "a"]
+    assert lists["nobody"] == ["f1", "a"]  # unknown age: the fallback only

@@ -83,6 +83,36 @@ def age_band(age: F.Column) -> F.Column:
     return band
 
 
+def known_band(age: F.Column) -> F.Column:
+    """The age band, -1 where the age is unknown (the band of the everyone list)."""
+    return F.coalesce(age_band(age), F.lit(-1))
+
+
+def customer_bands(customers: DataFrame) -> DataFrame:
+    """(customer_id, band): `known_band` of each customer's age."""
+    return customers.select("customer_id", known_band(F.col("age")).alias("band"))
+
+
+def age_band_tops(
+    transactions: DataFrame, customers: DataFrame, week: int, n: int, weeks_back: int = 2
+) -> DataFrame:
+    """(band, article_id, source_rank, source_score): each age band's `n` best sellers of the last
+    `weeks_back` weeks; band -1 holds everyone's (for unknown ages). The baseline below and the
+    recommender's age-band source (`recommender.snapshot`) both read it."""
+    sales = before_week(transactions, week, weeks_back).join(customer_bands(customers), "customer_id")
+    per_band = sales.groupBy("band", "article_id").agg(F.count("*").alias("source_score"))
+    overall = (
+        sales.groupBy("article_id").agg(F.count("*").alias("source_score")).withColumn("band", F.lit(-1))
+    )
+    window = Window.partitionBy("band").orderBy(F.desc("source_score"), "article_id")
+    return (
+        per_band.where(F.col("band") >= 0)
+        .unionByName(overall)
+        .withColumn("source_rank", F.row_number().over(window))
+        .where(F.col("source_rank") <= n)
+    )
+
+
 def age_band_popular(
     transactions: DataFrame,
     customers: DataFrame,
@@ -93,19 +123,10 @@ def age_band_popular(
     weeks_back: int = 2,
 ) -> dict[str, list[str]]:
     """Best sellers of the last weeks among customers of the same age band (unknown age: fallback)."""
-    buyers = all_customers.select("customer_id", age_band(F.col("age")).alias("band"))
-    sales = (
-        before_week(transactions, week, weeks_back)
-        .join(buyers, "customer_id")
-        .where(F.col("band").isNotNull())
-        .groupBy("band", "article_id")
-        .agg(F.count("*").alias("n"))
-    )
-    ranked = sales.withColumn(
-        "rank", F.row_number().over(Window.partitionBy("band").orderBy(F.desc("n"), "article_id"))
-    ).where(F.col("rank") <= k)
+    tops = age_band_tops(transactions, all_customers, week, k, weeks_back).where(F.col("band") >= 0)
     per_band: dict[int, list[str]] = {}
-    for r in ranked.orderBy("band", "rank").collect():
+    for r in tops.orderBy("band", "source_rank").collect():
         per_band.setdefault(r["band"], []).append(r["article_id"])
-    targets = customers.select("customer_id").join(buyers, "customer_id", "left").collect()
+    bands = customer_bands(all_customers)
+    targets = customers.select("customer_id").join(bands, "customer_id", "left").collect()
     return {r["customer_id"]: _fill(per_band.get(r["band"], []), fallback, k) for r in targets}

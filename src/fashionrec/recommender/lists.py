@@ -8,7 +8,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fashionrec.evaluation.baselines import age_band, decayed_sales
+from fashionrec.evaluation.baselines import decayed_sales
 from fashionrec.features.weeks import before_week, first_day, week_col
 
 
@@ -32,29 +32,6 @@ def trending_top(global_tx: DataFrame, week: int, n: int) -> DataFrame:
         [F.desc("source_score"), "article_id"],
         n,
     ).drop("_all")
-
-
-def customer_bands(customers: DataFrame) -> DataFrame:
-    """(customer_id, band): the age band, -1 where the age is unknown."""
-    return customers.select("customer_id", F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"))
-
-
-def age_band_tops(
-    global_tx: DataFrame, customers: DataFrame, week: int, n: int, weeks_back: int = 2
-) -> DataFrame:
-    """(band, article_id, source_rank, source_score): each age band's `n` best sellers of the last
-    `weeks_back` weeks; band -1 holds everyone's (for unknown ages)."""
-    sales = before_week(global_tx, week, weeks_back).join(customer_bands(customers), "customer_id")
-    per_band = sales.groupBy("band", "article_id").agg(F.count("*").alias("source_score"))
-    overall = (
-        sales.groupBy("article_id").agg(F.count("*").alias("source_score")).withColumn("band", F.lit(-1))
-    )
-    return _ranked(
-        per_band.where(F.col("band") >= 0).unionByName(overall),
-        ["band"],
-        [F.desc("source_score"), "article_id"],
-        n,
-    )
 
 
 def type_tops(global_tx: DataFrame, articles: DataFrame, week: int, n: int) -> DataFrame:

@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import TableLocator, Tables
-from fashionrec.evaluation.baselines import age_band, decayed_sales
+from fashionrec.evaluation.baselines import age_band_tops, decayed_sales, known_band
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import EPOCH, first_day, week_col
@@ -36,7 +36,6 @@ from fashionrec.ranking.filters import customer_region
 from fashionrec.recommender.layout import ARTICLE_TABLE_FEATURES as BASE_ARTICLE_FEATURES
 from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH
 from fashionrec.recommender.lists import (
-    age_band_tops,
     article_sales,
     bought_together_pairs,
     decayed_top,
@@ -97,7 +96,7 @@ def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFr
     return customers.select(
         "customer_id",
         F.col("age").cast("double").alias("age"),
-        F.coalesce(age_band(F.col("age")), F.lit(-1)).alias("band"),
+        known_band(F.col("age")).alias("band"),
         customer_region(F.col("postal_code")).alias("region"),
     ).join(features, "customer_id", "left")
 
