@@ -131,7 +131,7 @@ def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Path:
             "max_evals": "1",
             "retrieval_epochs": "2",
             "image_epochs": "1",
-            "image_steps_per_epoch": "50",
+            "image_steps_per_epoch": "25",
             "ranker_train_weeks": "1",  # the earlier-weeks path at the cost of one week's frame
         },
         summary_path=tmp_path / "reports" / "latest_run.json",
