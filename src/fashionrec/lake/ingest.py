@@ -93,33 +93,42 @@ def _uncompressed_cache(spark: SparkSession) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Checked:
-    """A file's validated rows (`cached` is persisted: unpersist it) and the count of the pass caching them."""
+    """A file's validated rows, how many there are, and how many failed validation (None: not counted)."""
 
     validated: Validated
-    cached: DataFrame
     rows: int
-    invalid: int  # rows with a validation problem (unknown keys and duplicates are flagged later)
+    invalid: int | None
+    cached: DataFrame | None  # persisted rows (unpersist them), when they had to be counted
 
 
 def _validated(
     spark: SparkSession, tables: TableLocator, spec: TableSpec, source: CsvSource, params: IngestParams
 ) -> _Checked:
-    """Validated rows with key checks applied."""
+    """Validated rows with key checks applied.
+
+    Without sampling, every record of the file is a validated row, so the rows are not counted or cached:
+    the write is the only pass over the file, and its counts tell whether any row failed (`_ingest_table`).
+    Caching 31.5M validated transactions cost more than validating them (~7.6 s against ~1.8 s per 3M
+    rows, measured). A sample's rows are counted first, over a cache that the write then reads.
+    """
     lines = source.lines
-    if "customer_id" in spec.column_names:
+    sampled = "customer_id" in spec.column_names and params.sample_fraction < 1.0
+    if sampled:
         lines = sample_by_customer(lines, params.sample_fraction, params.sample_seed)
     checked = validate(lines, spec)
-    cached = checked.rows.persist()
-    with _uncompressed_cache(spark):
-        rows, invalid = cached.agg(F.count(F.lit(1)), F.count_if(F.col(BAD))).first()
-    checked = Validated(cached, spec, checked.lines)
+    rows, invalid, cached = source.records, None, None
+    if sampled:
+        cached = checked.rows.persist()
+        with _uncompressed_cache(spark):
+            rows, invalid = cached.agg(F.count(F.lit(1)), F.count_if(F.col(BAD))).first()
+        checked = Validated(cached, spec, checked.lines)
     if spec.foreign_keys:
         references = {
             column: read_table(spark, tables, table).select(column)
             for column, table in spec.foreign_keys.items()
         }
-        return _Checked(flag_unknown_references(checked, references), cached, rows, invalid)
-    return _Checked(flag_duplicates(checked, list(spec.keys)), cached, rows, invalid)
+        return _Checked(flag_unknown_references(checked, references), rows, invalid, cached)
+    return _Checked(flag_duplicates(checked, list(spec.keys)), rows, invalid, cached)
 
 
 def _bronze_rows(spec: TableSpec, validated: Validated) -> DataFrame:
@@ -143,15 +152,16 @@ def _ingest_table(
         else:
             result = upsert(spark, tables, spec.table, bronze, keys=list(spec.keys), compare_column=ROW_HASH)
         problems = quarantine_rows(validated.problems(), spec.table, source.path)
-        if checked.invalid == 0 and result.inserted + result.updated == checked.rows:
-            # Every row was written, so none was flagged late (unknown key, duplicate): no pass over
-            # the rows to find no problems (on a first ingest that pass cost as much as the write).
+        if checked.invalid in (0, None) and result.inserted + result.updated == checked.rows:
+            # Every row was written, so none failed validation or was flagged late (unknown key,
+            # duplicate): no pass over the rows to find no problems (it cost as much as the write).
             problems, bad_lines = problems.where(F.lit(False)), 0
         else:
             problems = problems.persist()
             bad_lines = problems.select("line").distinct().count()
     finally:
-        checked.cached.unpersist()
+        if checked.cached is not None:
+            checked.cached.unpersist()
     figures = {
         "table": spec.table,
         "source_file": source.path,
