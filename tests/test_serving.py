@@ -52,6 +52,29 @@ def test_online_answers_equal_the_recommendations_table(spark, job_run, recommen
         assert answer.sources == list(row["sources"]), answer.customer_id
 
 
+def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, job_run, tmp_path):
+    """At full scale the purchase histories exceed the driver's result cap, so they are collected one hash
+    bucket at a time: the file written in parts holds exactly the rows of one collect."""
+    import pyarrow.parquet as pq
+
+    from fashionrec.recommender.snapshot import _write, purchase_rows, scoring_snapshot
+
+    tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
+    week = int(scoring_snapshot(spark, tables)["week"])
+    rows = purchase_rows(spark.read.format("delta").load(str(job_run / "lakehouse" / "transactions")), week)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "parts").mkdir()
+    total = _write(rows, tmp_path / "one", "purchases")
+    assert _write(rows, tmp_path / "parts", "purchases", rows_per_part=max(1, total // 5)) == total
+    whole = pq.read_table(tmp_path / "one" / "purchases.parquet")
+    parted = pq.ParquetFile(tmp_path / "parts" / "purchases.parquet")
+    assert parted.metadata.num_row_groups >= 5
+    assert parted.schema_arrow == whole.schema
+    key = ["customer_id", "article_id", "day"]
+    expected = whole.to_pandas().sort_values(key, ignore_index=True)
+    assert parted.read().to_pandas().sort_values(key, ignore_index=True).equals(expected)
+
+
 def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_run, recommender):
     """The ranker learns from `ranking.frames.week_frame` rows; batch scoring and serving run the core on
     a snapshot of their own. For the week and table versions of `scoring_state`, ranking the training

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -45,6 +46,7 @@ from fashionrec.recommender.lists import (
     visual_pairs,
 )
 
+ROWS_PER_PART = 2_000_000  # rows per collect when a snapshot table is written (~200 MB of arrow)
 PAIR_WEEKS = 12  # the bought_together pairs count customers who bought both within this many weeks
 
 
@@ -53,12 +55,26 @@ def _day_number(column: str) -> F.Column:
     return F.datediff(F.col(column), F.lit(EPOCH)).cast("int").alias("day")
 
 
-def _write(df: DataFrame, folder: Path, name: str) -> int:
-    table = df.toArrow()
+def _write(df: DataFrame, folder: Path, name: str, rows_per_part: int = ROWS_PER_PART) -> int:
+    """Write `df` to `folder`/`name`.parquet through the driver, one hash bucket of the first column at a
+    time when it is large: one collect is capped by `spark.driver.maxResultSize` (1 GiB by default), and
+    the full data set's purchase histories alone are over it. Returns the number of rows."""
     import pyarrow.parquet as pq
 
-    pq.write_table(table, folder / f"{name}.parquet")
-    return table.num_rows
+    cached = df.persist(StorageLevel.MEMORY_AND_DISK)  # counted, then read once per part
+    try:
+        total = cached.count()
+        parts = max(1, -(-total // rows_per_part))
+        if parts == 1:
+            pq.write_table(cached.toArrow(), folder / f"{name}.parquet")
+            return total
+        bucket = F.pmod(F.xxhash64(F.col(cached.columns[0])), F.lit(parts))
+        with pq.ParquetWriter(folder / f"{name}.parquet", cached.limit(0).toArrow().schema) as writer:
+            for part in range(parts):
+                writer.write_table(cached.where(bucket == part).toArrow())
+        return total
+    finally:
+        cached.unpersist()
 
 
 def scoring_snapshot(spark: SparkSession, tables: TableLocator) -> dict[str, Any]:
