@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -73,6 +74,91 @@ def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, job
     key = ["customer_id", "article_id", "day"]
     expected = whole.to_pandas().sort_values(key, ignore_index=True)
     assert parted.read().to_pandas().sort_values(key, ignore_index=True).equals(expected)
+
+
+def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tmp_path, monkeypatch):
+    """Daily runs keep the week and the popularity snapshot: batch scoring and register copy the global
+    half computed for the same inputs (the same files) instead of recomputing it; other inputs get their
+    own entry, and only the two most recent entries are kept."""
+    import shutil
+
+    from fashionrec.recommender import snapshot as module
+    from fashionrec.recommender.layout import CONFIG_FILE
+
+    tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
+    artifacts = tmp_path / "artifacts"
+    (artifacts / CONFIG_FILE).parent.mkdir(parents=True)
+    shutil.copy(job_run / "artifacts" / CONFIG_FILE, artifacts / CONFIG_FILE)
+    state = module.scoring_snapshot(spark, tables)
+    module.build_snapshot(spark, tables, artifacts, tmp_path / "one", state, customers=False)
+    computed: list[int] = []
+    real = module.write_global_part
+    monkeypatch.setattr(module, "write_global_part", lambda *a, **k: computed.append(1) or real(*a, **k))
+    module.build_snapshot(spark, tables, artifacts, tmp_path / "two", state, customers=False)
+    assert computed == []
+    files = sorted(f.name for f in (tmp_path / "one").iterdir())
+    assert files == sorted(f.name for f in (tmp_path / "two").iterdir()) and "articles.parquet" in files
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    for back in (1, 2):
+        earlier = state | {"week": int(state["week"]) - back}
+        meta = module.build_snapshot(
+            spark, tables, artifacts, tmp_path / f"back{back}", earlier, customers=False
+        )
+        assert meta["week"] == int(state["week"]) - back
+    assert computed == [1, 1]
+    assert len([e for e in (artifacts / module.GLOBAL_CACHE).iterdir() if not e.name.startswith(".")]) == 2
+
+
+def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_run, tmp_path):
+    """A daily refresh re-registers the serving snapshot: the customers whose transactions changed since
+    the last one are recomputed, the others' rows copied, and the files hold what a rebuild from scratch
+    holds."""
+    from pyspark.sql import functions as F
+
+    from fashionrec.features.weeks import week_of
+    from fashionrec.recommender.snapshot import build_snapshot, scoring_snapshot
+    from tests.conftest import copy_folders
+
+    lake = copy_folders(
+        job_run / "lakehouse",
+        tmp_path / "lakehouse",
+        (
+            "transactions",
+            "customers",
+            "articles",
+            "article_availability",
+            "similar_articles",
+            "scoring_state",
+        ),
+    )
+    tables = TableLocator(lakehouse=str(lake))
+    state = scoring_snapshot(spark, tables)
+    first = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", state)
+    assert first["personal"]["recomputed_customers"] is None and first["personal"]["complete"]
+
+    transactions = spark.read.format("delta").load(str(lake / "transactions"))
+    latest = transactions.agg(F.max("t_dat")).first()[0]
+    day = transactions.where(F.col("t_dat") == latest).orderBy("txn_id").limit(6)
+    new_day = day.withColumn("t_dat", F.date_add("t_dat", 1)).withColumn(
+        "txn_id", F.xxhash64("txn_id", F.lit("+1"))
+    )
+    new_day.write.format("delta").mode("append").save(str(lake / "transactions"))
+    buyers = {r["customer_id"] for r in new_day.collect()}
+    later = state | {
+        "transactions_version": int(state["transactions_version"]) + 1,
+        "history_week": max(int(state["history_week"]), week_of(latest) + 2),
+    }
+    refreshed = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", later)
+    rebuilt = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "scratch", later)
+    assert refreshed["personal"]["recomputed_customers"] == len(buyers)
+    assert refreshed["rows"]["purchases"] == first["rows"]["purchases"] + 6 == rebuilt["rows"]["purchases"]
+    for name, key in (("purchases", ["customer_id", "article_id", "day"]), ("customers", ["customer_id"])):
+        one, other = (
+            pd.read_parquet(tmp_path / folder / f"{name}.parquet").sort_values(key, ignore_index=True)
+            for folder in ("serving", "scratch")
+        )
+        pd.testing.assert_frame_equal(one, other, check_exact=False)
 
 
 def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_run, recommender):

@@ -35,9 +35,9 @@ from pyspark.sql import functions as F
 from fashionrec.config import ScoringParams, Tables
 from fashionrec.features.weeks import first_day, week_of
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_changes, read_table
+from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
 from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
-from fashionrec.recommender.snapshot import build_snapshot, customer_rows, purchase_rows
+from fashionrec.recommender.snapshot import build_snapshot, changed_customers, customer_rows, purchase_rows
 from fashionrec.recommender.spark import loaded, use_batch, with_histories
 from fashionrec.retrieval.task import INDEX_FILE, TOWERS
 
@@ -71,32 +71,6 @@ def _state(spark: SparkSession, params: ScoringParams) -> dict[str, Any] | None:
         return None
     row = read_table(spark, params.tables, Tables.SCORING_STATE).first()
     return row.asDict() if row else None
-
-
-def _changed_customers(
-    spark: SparkSession, params: ScoringParams, state: dict[str, Any], tx_version: int, customers_version: int
-) -> DataFrame:
-    parts = []
-    if tx_version > state["transactions_version"]:
-        parts.append(
-            read_changes(
-                spark, params.tables, Tables.TRANSACTIONS, state["transactions_version"], tx_version
-            ).select("customer_id")
-        )
-    if customers_version > state["customers_version"]:
-        parts.append(
-            read_changes(
-                spark, params.tables, Tables.CUSTOMERS, state["customers_version"], customers_version
-            )
-            .where(F.col("_change_type") != "update_preimage")
-            .select("customer_id")
-        )
-    if not parts:
-        return spark.createDataFrame([], "customer_id string")
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out.distinct()
 
 
 RESULT_SCHEMA = (
@@ -207,7 +181,8 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         assert state is not None
         global_version, week = int(state["global_version"]), int(state["week"])
         global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=global_version)
-        targets = _changed_customers(spark, params, state, tx_version, customers_version).join(
+        since = (int(state["transactions_version"]), int(state["customers_version"]))
+        targets = changed_customers(spark, tables, since, (tx_version, customers_version)).join(
             customers.select("customer_id"), "customer_id", "left_semi"
         )
     # Histories run through the latest landed day: days of the target week that arrived after the
