@@ -302,13 +302,16 @@ def test_one_variable_moves_training_back_to_the_cpu_cluster():
 
 def test_daily_refresh_job_reuses_the_weekly_tasks_without_training():
     """Two cadences: the daily job runs the weekly job's own ingest, features, batch_score and register
-    (same files, same parameters) and trains nothing; both are scheduled, paused outside prod."""
+    (same files, same parameters, except that its features leave the training tables to the weekly job)
+    and trains nothing; both are scheduled, paused outside prod."""
     bundle = load_bundle(REPO_ROOT)
     weekly, daily = bundle.job("fashionrec", "dev"), bundle.job("fashionrec_refresh", "dev")
     assert [t.key for t in daily.ordered()] == ["ingest", "features", "batch_score", "register"]
     same = {t.key: t for t in weekly.tasks}
+    extra = {"features": ("--derived-tables", "false")}
     for task in daily.tasks:
-        assert (task.python_file, task.parameters) == (same[task.key].python_file, same[task.key].parameters)
+        expected = (same[task.key].python_file, same[task.key].parameters + extra.get(task.key, ()))
+        assert (task.python_file, task.parameters) == expected
     ingest = dict(zip(daily.tasks[0].parameters[::2], daily.tasks[0].parameters[1::2], strict=True))
     assert ingest["--file-source"] == "autoloader"
     local = bundle.job("fashionrec_refresh", "local").tasks[0].parameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from fashionrec.features.customer import customer_features
 from fashionrec.features.pipeline import run_features
 from fashionrec.features.weeks import first_day, week_col, week_of
 from fashionrec.lake.ingest import run_ingest
-from fashionrec.lake.tables import read_table
+from fashionrec.lake.tables import current_version, read_table
 from tests.helpers import read_lines, write_lines
 
 
@@ -115,12 +116,20 @@ def test_incremental_run_equals_a_full_recompute(spark, data_copy, lakehouse):
     write_lines(path, [*lines, late])
     _edit_customer_age(data_copy / "customers.csv", "61.0")
     run_ingest(ingest, spark)
-    incremental = run_features(params, spark)
+    tables = params.tables
+    truth_version = current_version(spark, tables, "ground_truth")
+    incremental = run_features(replace(params, derived_tables=False), spark)  # the daily job's features
     assert incremental["mode"] == "incremental"
     assert incremental["new_weeks"] == 1 and incremental["refreshed_weeks"] >= 1
     assert 0 < incremental["changed_customers"] < 800
+    assert incremental["derived_tables"].startswith("stale")
+    assert current_version(spark, tables, "ground_truth") == truth_version
+    weekly = run_features(params, spark)  # the weekly job's: no new rows, but the training tables are stale
+    assert weekly["new_weeks"] == 0 and weekly["refreshed_weeks"] == 0
+    assert weekly["derived_tables"] == "rewritten"
+    assert current_version(spark, tables, "ground_truth") > truth_version
+    assert run_features(params, spark)["derived_tables"] == "current, not rewritten"
 
-    tables = params.tables
     weeks = sorted(
         r[0] for r in read_table(spark, tables, "ground_truth").select("week").distinct().collect()
     )

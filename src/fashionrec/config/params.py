@@ -114,6 +114,10 @@ class FeaturesParams(LakeParams):
     # Weeks of purchases before the validation week in the retrieval training set (0: all of them).
     # Fashion taste drifts; recent weeks train a better retrieval model and keep the set small.
     retrieval_weeks: int = 16
+    # Rewrite the splits, ground truth and retrieval training set when their sources changed. Only
+    # training reads them: the daily refresh job says false and leaves them to the weekly job, whose
+    # features task finds them stale and rewrites them.
+    derived_tables: bool = True
 
     def __post_init__(self) -> None:
         if self.feature_weeks < 1:

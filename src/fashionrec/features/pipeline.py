@@ -224,21 +224,27 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     log.info("features plan: %s", plan)
     figures = _update_features(spark, params, plan, snapshot)
 
-    # Splits, ground truth and the training set depend only on the source versions and two parameters:
-    # when none of them changed since the last run, the tables are current and are not rewritten.
+    # Splits, ground truth and the training set depend only on the source versions and two parameters,
+    # all named in `derived_from`: when it matches the state's, the tables are current and not rewritten.
     state = _state(spark, tables)
-    derived_from = f"test_week={splits.test_week};retrieval_weeks={params.retrieval_weeks}"
+    derived_from = (
+        f"test_week={splits.test_week};retrieval_weeks={params.retrieval_weeks};"
+        f"versions={','.join(str(versions[t]) for t in SOURCES)}"
+    )
     derived = (Tables.SPLITS, Tables.GROUND_TRUTH, Tables.RETRIEVAL_TRAINING_SET)
+    exist = all(table_exists(spark, tables, t) for t in derived)
     current = (
         plan.mode == "incremental"
         and state is not None
         and state.get("derived_from") == derived_from
-        and all(state[f"{t}_version"] == versions[t] for t in SOURCES)
-        and all(table_exists(spark, tables, t) for t in derived)
+        and exist
     )
-    if current:
+    left_stale = not current and not params.derived_tables
+    if current or left_stale:
         truth_version = current_version(spark, tables, Tables.GROUND_TRUTH)
         training_version = current_version(spark, tables, Tables.RETRIEVAL_TRAINING_SET)
+        if left_stale:  # the state keeps naming what the tables were derived from: the next run sees it
+            derived_from = str((state or {}).get("derived_from") or "")
     else:
         overwrite_table(splits.to_frame(spark), tables, Tables.SPLITS)
         truth_version = overwrite_table(
@@ -252,7 +258,13 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     _write_state(spark, tables, versions, sorted(done), derived_from)
     spark.catalog.clearCache()  # the weekly aggregates and change sets cached above
 
-    truth = read_table(spark, tables, Tables.GROUND_TRUTH)
+    derived_figures: dict[str, Any] = {}
+    if exist or not left_stale:
+        truth = read_table(spark, tables, Tables.GROUND_TRUTH)
+        derived_figures = {
+            "ground_truth_customers": {s: truth.where(F.col("split") == s).count() for s in ("val", "test")},
+            "retrieval_training_rows": read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count(),
+        }
     return {
         "mode": plan.mode,
         "why": plan.reason,
@@ -266,9 +278,12 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
             name: {"week": week, "first_day": str(start) if start else "", "last_day": str(end)}
             for name, week, start, end in splits.rows()
         },
-        "ground_truth_customers": {s: truth.where(F.col("split") == s).count() for s in ("val", "test")},
-        "retrieval_training_rows": read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET).count(),
-        "derived_tables": "current, not rewritten" if current else "rewritten",
+        **derived_figures,
+        "derived_tables": "current, not rewritten"
+        if current
+        else "stale, left to the training job (derived_tables=false)"
+        if left_stale
+        else "rewritten",
         "versions_read": versions,
         "versions_written": {
             Tables.GROUND_TRUTH: truth_version,

@@ -120,12 +120,6 @@ def sample_recommendations(
     picked = recs.orderBy(F.xxhash64("customer_id")).limit(n).collect()
     if not picked:
         return []
-    names = {
-        r["article_id"]: f"{r['prod_name']} ({r['colour_group_name']})"
-        for r in read_table(spark, tables, Tables.ARTICLES)
-        .select("article_id", "prod_name", "colour_group_name")
-        .collect()
-    }
     ids = [r["customer_id"] for r in picked]
     recent = (
         read_table(spark, tables, Tables.TRANSACTIONS)
@@ -135,6 +129,14 @@ def sample_recommendations(
         .collect()
     )
     history = {r["customer_id"]: [x["article_id"] for x in r["h"][:3]] for r in recent}
+    shown = {a for r in picked for a in r["article_ids"][:top]} | {a for h in history.values() for a in h}
+    names = {  # only the articles shown: the whole catalogue is 105k rows at full scale
+        r["article_id"]: f"{r['prod_name']} ({r['colour_group_name']})"
+        for r in read_table(spark, tables, Tables.ARTICLES)
+        .where(F.col("article_id").isin(sorted(shown)))
+        .select("article_id", "prod_name", "colour_group_name")
+        .collect()
+    }
     return [
         {
             "customer": r["customer_id"][:12] + "…",
