@@ -110,10 +110,10 @@ def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tm
     assert len([e for e in (artifacts / module.GLOBAL_CACHE).iterdir() if not e.name.startswith(".")]) == 2
 
 
-def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_run, tmp_path):
+def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_run, tmp_path, monkeypatch):
     """A daily refresh re-registers the serving snapshot: the customers whose transactions changed since
     the last one are recomputed, the others' rows copied, and the files hold what a rebuild from scratch
-    holds."""
+    holds; the global half (same week, same popularity snapshot) is not recomputed."""
     from pyspark.sql import functions as F
 
     from fashionrec.features.weeks import week_of
@@ -149,7 +149,13 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
         "transactions_version": int(state["transactions_version"]) + 1,
         "history_week": max(int(state["history_week"]), week_of(latest) + 2),
     }
+    from fashionrec.recommender import snapshot as module
+
+    computed: list[int] = []
+    real = module.write_global_part
+    monkeypatch.setattr(module, "write_global_part", lambda *a, **k: computed.append(1) or real(*a, **k))
     refreshed = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", later)
+    assert computed == []  # a new transactions version, the same global version: the cached half
     rebuilt = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "scratch", later)
     assert refreshed["personal"]["recomputed_customers"] == len(buyers)
     assert refreshed["rows"]["purchases"] == first["rows"]["purchases"] + 6 == rebuilt["rows"]["purchases"]

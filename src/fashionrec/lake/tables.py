@@ -57,14 +57,19 @@ def current_version(spark: SparkSession, tables: TableLocator, table: str) -> in
     return int(delta_table(spark, tables, table).history(1).select("version").first()[0])
 
 
-def table_identity(spark: SparkSession, tables: TableLocator, table: str) -> str | None:
-    """The table's Delta id (new each time the table is created) and latest version, or None when it does
-    not exist: what a cache of results computed from the table is keyed on (a rebuilt lakehouse restarts
-    its versions at 0, its ids do not repeat)."""
+def table_id(spark: SparkSession, tables: TableLocator, table: str) -> str | None:
+    """The table's Delta id, new each time the table is created (a rebuilt lakehouse restarts its versions
+    at 0, its ids do not repeat), or None when it does not exist: with a version, what a cache of results
+    computed from the table is keyed on."""
     if not table_exists(spark, tables, table):
         return None
-    detail = delta_table(spark, tables, table).detail().select("id").first()
-    return f"{detail[0]}@{current_version(spark, tables, table)}"
+    return str(delta_table(spark, tables, table).detail().select("id").first()[0])
+
+
+def table_identity(spark: SparkSession, tables: TableLocator, table: str) -> str | None:
+    """`table_id` and the latest version: the key of a table read at its latest."""
+    found = table_id(spark, tables, table)
+    return None if found is None else f"{found}@{current_version(spark, tables, table)}"
 
 
 def read_changes(

@@ -34,7 +34,7 @@ from fashionrec.evaluation.baselines import age_band_tops, decayed_sales, known_
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import EPOCH, first_day, week_col, week_of
-from fashionrec.lake.tables import current_version, read_changes, read_table, table_identity
+from fashionrec.lake.tables import current_version, read_changes, read_table, table_id, table_identity
 from fashionrec.ranking.filters import customer_region
 from fashionrec.recommender.layout import ARTICLE_TABLE_FEATURES as BASE_ARTICLE_FEATURES
 from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH
@@ -274,8 +274,8 @@ def global_key(
     batch scoring and register compute the global half once per training, not once per task."""
     parts = {
         "week": int(state["week"]),
-        "transactions": f"{table_identity(spark, tables, Tables.TRANSACTIONS)}/{int(state['global_version'])}",
-        "customers": f"{table_identity(spark, tables, Tables.CUSTOMERS)}/{int(state['customers_version'])}",
+        "transactions": f"{table_id(spark, tables, Tables.TRANSACTIONS)}@{int(state['global_version'])}",
+        "customers": f"{table_id(spark, tables, Tables.CUSTOMERS)}@{int(state['customers_version'])}",
         **{
             table: table_identity(spark, tables, table)
             for table in (Tables.ARTICLES, Tables.ARTICLE_AVAILABILITY, Tables.SIMILAR_ARTICLES)
@@ -343,9 +343,7 @@ def _personal_base(
 
 def _personal_tables(spark: SparkSession, tables: TableLocator) -> list[str]:
     """The Delta ids of the tables the personal half reads (a rebuilt table restarts its versions)."""
-    return [
-        str(table_identity(spark, tables, t)).split("@")[0] for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS)
-    ]
+    return [str(table_id(spark, tables, t)) for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS)]
 
 
 def _replace_rows(base_file: Path, new_rows: DataFrame, changed: list[str], folder: Path, name: str) -> int:
