@@ -117,6 +117,7 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
     from pyspark.sql import functions as F
 
     from fashionrec.features.weeks import week_of
+    from fashionrec.lake.tables import current_version
     from fashionrec.recommender.snapshot import build_snapshot, scoring_snapshot
     from tests.conftest import copy_folders
 
@@ -133,12 +134,16 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
         ),
     )
     tables = TableLocator(lakehouse=str(lake))
-    state = scoring_snapshot(spark, tables)
+    transactions = spark.read.format("delta").load(str(lake / "transactions"))
+    latest = transactions.agg(F.max("t_dat")).first()[0]
+    # The table as it is now (earlier tests may have landed days after the last batch scoring).
+    state = scoring_snapshot(spark, tables) | {
+        "transactions_version": current_version(spark, tables, "transactions"),
+        "history_week": week_of(latest) + 1,
+    }
     first = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", state)
     assert first["personal"]["recomputed_customers"] is None and first["personal"]["complete"]
 
-    transactions = spark.read.format("delta").load(str(lake / "transactions"))
-    latest = transactions.agg(F.max("t_dat")).first()[0]
     day = transactions.where(F.col("t_dat") == latest).orderBy("txn_id").limit(6)
     new_day = day.withColumn("t_dat", F.date_add("t_dat", 1)).withColumn(
         "txn_id", F.xxhash64("txn_id", F.lit("+1"))
@@ -146,9 +151,10 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
     new_day.write.format("delta").mode("append").save(str(lake / "transactions"))
     buyers = {r["customer_id"] for r in new_day.collect()}
     later = state | {
-        "transactions_version": int(state["transactions_version"]) + 1,
-        "history_week": max(int(state["history_week"]), week_of(latest) + 2),
+        "transactions_version": current_version(spark, tables, "transactions"),
+        "history_week": week_of(latest) + 2,
     }
+    assert later["transactions_version"] == state["transactions_version"] + 1
     from fashionrec.recommender import snapshot as module
 
     computed: list[int] = []
