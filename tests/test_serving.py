@@ -110,6 +110,9 @@ def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tm
     assert len([e for e in (artifacts / module.GLOBAL_CACHE).iterdir() if not e.name.startswith(".")]) == 2
 
 
+@pytest.mark.skip(
+    reason="reuse of the personal half is off: after test_bundle's runs 3 of 6 new rows were missing"
+)
 def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_run, tmp_path, monkeypatch):
     """A daily refresh re-registers the serving snapshot: the customers whose transactions changed since
     the last one are recomputed, the others' rows copied, and the files hold what a rebuild from scratch
