@@ -441,10 +441,8 @@ def build_snapshot(
     cache_root.mkdir(parents=True, exist_ok=True)
     meta = _cached_global_part(spark, tables, state, config, staging, versions, cache_root)
     if customers:
-        # Reusing the last snapshot's personal half is off until a full-suite discrepancy is understood
-        # (test_a_refreshed_snapshot_recomputes_only_the_changed_customers: 3 of 6 new rows missing after
-        # test_bundle's runs); every snapshot rebuilds it.
-        part = _write_personal_part(spark, tables, state, staging, None)
+        # The last snapshot in `out` is the base a daily refresh updates (`_personal_base` decides).
+        part = _write_personal_part(spark, tables, state, staging, out if out.is_dir() else None)
         meta["rows"] |= part["rows"]
         meta["personal"] = part["personal"]
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
