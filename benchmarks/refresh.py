@@ -52,6 +52,7 @@ def _refresh(variables: dict[str, str], root: Path) -> dict[str, Any]:
         "files_read": tasks["ingest"]["files_read"],
         "rows_inserted": sum(r["inserted"] for r in tasks["ingest"]["ingest"]),
         "customers_rescored": tasks["batch_score"]["customers_scored"],
+        "batch_score_phase_s": tasks["batch_score"].get("phase_seconds"),
         "features": tasks["features"].get("mode"),
         "registered_version": tasks["register"]["version"],
     }

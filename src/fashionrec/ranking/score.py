@@ -150,6 +150,11 @@ def sample_recommendations(
 def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-batch-score")
     started = time.perf_counter()
+    phases: dict[str, float] = {}  # seconds per phase: where a daily run's time goes
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.perf_counter() - started - sum(phases.values()), 1)
+
     tables = params.tables
     version = model_version(params.artifacts_dir)
     tx_version = current_version(spark, tables, Tables.TRANSACTIONS)
@@ -193,6 +198,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     history = requested_week if requested_week is not None else max(week, week_of(latest) + 1)
     targets = targets.persist()
     n_targets = targets.count()
+    lap("targets")
     figures: dict[str, Any] = {
         "mode": f"full ({reason})" if reason else "incremental",
         "week": str(first_day(week)),
@@ -206,6 +212,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         targets.unpersist()
         figures["recommendations_version"] = current_version(spark, tables, Tables.RECOMMENDATIONS)
         figures["committed"] = False
+        figures["phase_seconds"] = phases
         figures["seconds"] = round(time.perf_counter() - started, 1)
         return figures
 
@@ -221,8 +228,11 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         "history_week": history,
     }
     build_snapshot(spark, tables, params.artifacts_dir, snapshot, snapshot_state, customers=False)
+    lap("snapshot")
     articles = read_table(spark, tables, Tables.ARTICLES)
     personal_tx = tx.join(targets, "customer_id", "left_semi")
+    if not reason:  # a few customers' rows, read by both the histories and the features: scan once
+        personal_tx = personal_tx.persist()
     partitions = params.partitions or spark.sparkContext.defaultParallelism
     scored = score_customers(
         str(snapshot),
@@ -244,8 +254,11 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     try:
         if reason:
             out_version = overwrite_table(rows, tables, Tables.RECOMMENDATIONS)
+            lap("score_and_write")
         else:
             rows = rows.persist()  # MERGE reads its source twice: score each customer once
+            rows.count()
+            lap("score")
             (
                 delta_table(spark, tables, Tables.RECOMMENDATIONS)
                 .alias("t")
@@ -255,8 +268,10 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
                 .execute()
             )
             out_version = current_version(spark, tables, Tables.RECOMMENDATIONS)
+            lap("merge")
     finally:
         rows.unpersist()
+        personal_tx.unpersist()
         targets.unpersist()
         for old in snapshot_root.glob("snapshot-*"):  # this run's and any a failed run left behind
             shutil.rmtree(old, ignore_errors=True)
@@ -268,6 +283,9 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     summary = written.agg(
         F.count("*").alias("n"), F.sum(F.col("fallback").cast("int")).alias("fallback")
     ).first()
+    lap("state_and_summary")
+    sample = sample_recommendations(spark, params)
+    lap("sample")
     seconds = time.perf_counter() - started
     figures |= {
         "recommendations_rows": int(summary["n"]),
@@ -275,7 +293,8 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
         "recommendations_version": out_version,
         "committed": True,
         "customers_per_second": round(n_targets / seconds, 1),
+        "phase_seconds": phases,
         "seconds": round(seconds, 1),
-        "sample": sample_recommendations(spark, params),
+        "sample": sample,
     }
     return figures
