@@ -215,6 +215,10 @@ def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_
 
     incremental = run_batch_score(params, spark)
     assert incremental["mode"] == "incremental" and incremental["customers_scored"] == 3
+    merged = spark.sql(f"DESCRIBE HISTORY delta.`{lakehouse / 'recommendations'}` LIMIT 1").first()
+    metrics = merged["operationMetrics"]  # deletion vectors: the 3 old rows marked, no file rewritten
+    assert merged["operation"] == "MERGE" and int(metrics["numTargetDeletionVectorsAdded"]) > 0
+    assert int(metrics["numTargetFilesRemoved"]) == 0
     assert incremental["week"] == day and incremental["history_through"] == day
     after = _recommendations(spark, lakehouse)
     assert after[cold][2] is False  # no longer a fallback list: the customer has history now

@@ -253,7 +253,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     )
     try:
         if reason:
-            out_version = overwrite_table(rows, tables, Tables.RECOMMENDATIONS)
+            out_version = overwrite_table(rows, tables, Tables.RECOMMENDATIONS, deletion_vectors=True)
             lap("score_and_write")
         else:
             rows = rows.persist()  # MERGE reads its source twice: score each customer once
