@@ -179,6 +179,10 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
             for folder in ("serving", "scratch")
         )
         pd.testing.assert_frame_equal(one, other, check_exact=False)
+    monkeypatch.setattr(module, "__version__", "another")  # other code: every customer recomputed
+    again = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", later)
+    assert again["personal"]["recomputed_customers"] is None
+    assert again["rows"]["purchases"] == rebuilt["rows"]["purchases"]
 
 
 def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_run, recommender):

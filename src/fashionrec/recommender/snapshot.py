@@ -323,9 +323,9 @@ def _personal_base(
     spark: SparkSession, tables: TableLocator, state: dict[str, Any], base: Path | None
 ) -> dict[str, Any] | None:
     """The meta of an earlier snapshot whose personal half can be brought up to `state` by recomputing only
-    the customers changed since (None when it cannot): the same week and tables (their Delta ids), versions
-    no newer than `state`'s, and every purchase of its transactions version in its histories (then a later
-    end of the histories adds rows only for customers with new purchases)."""
+    the customers changed since (None when it cannot): the same week, tables (their Delta ids) and package
+    version, versions no newer than `state`'s, and every purchase of its transactions version in its
+    histories (then a later end of the histories adds rows only for customers with new purchases)."""
     if base is None or not (base / "meta.json").exists():
         return None
     meta = json.loads((base / "meta.json").read_text())
@@ -334,6 +334,7 @@ def _personal_base(
         return None
     usable = (
         personal["tables"] == _personal_tables(spark, tables)
+        and personal.get("package") == __version__  # the rows' code: another version recomputes them all
         and int(meta["transactions_version"]) <= int(state["transactions_version"])
         and int(meta["customers_version"]) <= int(state["customers_version"])
         and int(personal["history_week"]) <= history_week(state)
@@ -411,6 +412,7 @@ def _write_personal_part(
             "history_week": histories,
             "complete": latest is None or week_of(latest) < histories,
             "tables": _personal_tables(spark, tables),
+            "package": __version__,
             "recomputed_customers": None if changed is None else len(changed),
         },
     }
