@@ -16,6 +16,7 @@ customer's row in `recommendations`. Files (parquet, small enough to load into m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -143,10 +144,7 @@ def changed_customers(
         )
     if not parts:
         return spark.createDataFrame([], "customer_id string")
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out.distinct()
+    return functools.reduce(DataFrame.unionByName, parts).distinct()
 
 
 @dataclass
@@ -319,13 +317,12 @@ def _cached_global_part(
     return meta
 
 
-def _personal_base(
-    spark: SparkSession, tables: TableLocator, state: dict[str, Any], base: Path | None
-) -> dict[str, Any] | None:
+def _personal_base(state: dict[str, Any], table_ids: list[str], base: Path | None) -> dict[str, Any] | None:
     """The meta of an earlier snapshot whose personal half can be brought up to `state` by recomputing only
     the customers changed since (None when it cannot): the same week, tables (their Delta ids) and package
     version, versions no newer than `state`'s, and every purchase of its transactions version in its
-    histories (then a later end of the histories adds rows only for customers with new purchases)."""
+    histories (then a later end of the histories adds rows only for customers with new purchases).
+    `table_ids`: `_personal_tables` now."""
     if base is None or not (base / "meta.json").exists():
         return None
     meta = json.loads((base / "meta.json").read_text())
@@ -333,7 +330,7 @@ def _personal_base(
     if not personal or not personal["complete"] or int(meta["week"]) != int(state["week"]):
         return None
     usable = (
-        personal["tables"] == _personal_tables(spark, tables)
+        personal["tables"] == table_ids
         and personal.get("package") == __version__  # the rows' code: another version recomputes them all
         and int(meta["transactions_version"]) <= int(state["transactions_version"])
         and int(meta["customers_version"]) <= int(state["customers_version"])
@@ -386,7 +383,8 @@ def _write_personal_part(
     personal = transactions
     people = read_table(spark, tables, Tables.CUSTOMERS, version=customers_version)
     articles = read_table(spark, tables, Tables.ARTICLES)
-    base_meta = _personal_base(spark, tables, state, base)
+    table_ids = _personal_tables(spark, tables)
+    base_meta = _personal_base(state, table_ids, base)
     changed: list[str] | None = None
     if base_meta is not None:
         since = (int(base_meta["transactions_version"]), int(base_meta["customers_version"]))
@@ -411,7 +409,7 @@ def _write_personal_part(
         "personal": {
             "history_week": histories,
             "complete": latest is None or week_of(latest) < histories,
-            "tables": _personal_tables(spark, tables),
+            "tables": table_ids,
             "package": __version__,
             "recomputed_customers": None if changed is None else len(changed),
         },
