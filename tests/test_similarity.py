@@ -98,6 +98,31 @@ def test_encoder_parts_are_the_columns_of_the_models_kept_in_the_mix(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(spec))
     assert encoder_parts(tmp_path) == {"product_type": slice(0, 8), "product_code": slice(8, 16)}
 
+    # Class parts are as wide as their key has classes, in the mix's order.
+    spec["weights"] = {"product_type": 0.2, "product_type.classes": 0.5, "colour": 0.0, "colour.classes": 0.3}
+    spec["widths"] = {"product_type": 8, "product_type.classes": 5, "colour": 8, "colour.classes": 3}
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    assert encoder_parts(tmp_path) == {
+        "product_type": slice(0, 8),
+        "product_type.classes": slice(8, 13),
+        "colour.classes": slice(13, 16),
+    }
+
+
+def test_augmented_batches_are_mirrored_zoomed_and_shifted_photos_of_the_same_size():
+    from fashionrec.similarity.model import augment_batch
+
+    pixels = np.full((64, 16, 16, 3), 255, dtype=np.uint8)
+    pixels[:, :, :4] = 0  # a dark bar along the left edge
+    out = augment_batch(pixels, np.random.default_rng(0))
+    again = augment_batch(pixels, np.random.default_rng(0))
+    assert out.shape == (64, 16, 16, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, again)  # the generator's seed decides
+    left, right = out[:, :, :8].mean(axis=(1, 2, 3)), out[:, :, 8:].mean(axis=(1, 2, 3))
+    assert (left < right).any() and (right < left).any()  # some kept, some mirrored
+    assert len(np.unique(out.sum(axis=(1, 2, 3)).round(1))) > 10  # zoomed and shifted, not only mirrored
+    assert out.min() >= 0 and out.max() <= 255
+
 
 def test_saved_encoder_is_the_weighted_concatenation_of_its_models(tmp_path):
     from fashionrec.similarity import encoder as image_encoder
@@ -152,8 +177,8 @@ def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, t
 
 
 def test_compact_cosine_softmax_model_learns_and_its_encoder_takes_photos_of_any_size(tmp_path):
-    """The real-photo settings: in-graph augmentation, batch norm, proxies per class; the saved encoder
-    resizes any photo to the model's input in its graph (identical at the model's own size)."""
+    """The real-photo settings: augmented batches, batch norm, proxies per class and a class part; the
+    saved encoder resizes any photo to the model's input in its graph (identical at the model's own size)."""
     from fashionrec.similarity import encoder as image_encoder
     from fashionrec.similarity import model as image_model
 
@@ -172,18 +197,24 @@ def test_compact_cosine_softmax_model_learns_and_its_encoder_takes_photos_of_any
         batch_size=16,
         learning_rate=0.01,
     )
-    model, losses = image_model.train(pixels, classes, hp, log_epochs=False)
+    parts, losses = image_model.train(pixels, classes, hp, log_epochs=False)
+    assert [suffix for suffix, _ in parts] == ["", "classes"]
     assert losses[-1] < losses[0]
+    (_, model), (_, class_part) = parts
+    probabilities = class_part(pixels.astype(np.float32)).numpy() ** 2  # the part is √ of them
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probabilities.argmax(axis=1) == classes).mean() > 0.9  # it has learned the four classes
     vectors = image_model.embed(model, pixels)
     same = (vectors @ vectors.T)[classes[:, None] == classes[None, :]].mean()
     other = (vectors @ vectors.T)[classes[:, None] != classes[None, :]].mean()
     assert same > other + 0.2  # images of one class embed together
 
-    image_model.export([model], [1.0], tmp_path / "encoder")
+    image_model.export([model, class_part], [0.5, 0.5], tmp_path / "encoder")
     encoder = image_encoder.load(tmp_path / "encoder")
-    np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), vectors[:4], atol=1e-5)
+    expected = np.hstack([np.sqrt(0.5) * vectors[:4], np.sqrt(0.5 * probabilities[:4])])
+    np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), expected, atol=1e-5)
     large = np.repeat(np.repeat(pixels[:4], 3, axis=1), 2, axis=2)  # 48 x 32: resized in the graph
     bigger = image_encoder.embed_saved(encoder, large)
-    assert bigger.shape == (4, 8)
+    assert bigger.shape == (4, 8 + 4)
     np.testing.assert_allclose(np.linalg.norm(bigger, axis=1), 1.0, rtol=1e-5)
-    assert (bigger * vectors[:4]).sum(axis=1).min() > 0.9  # the same pictures, larger
+    assert (bigger * expected).sum(axis=1).min() > 0.9  # the same pictures, larger

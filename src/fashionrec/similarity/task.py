@@ -144,13 +144,15 @@ def train_and_score(
     from fashionrec.similarity import model as image_model
 
     started = time.perf_counter()
-    models, losses = [], {}
+    parts: dict[str, Any] = {}  # part name (class key, or key.classes) → model giving unit vectors
+    losses = {}
     for key, labels in label_sets.items():
-        model, losses[key] = image_model.train(
+        trained, losses[key] = image_model.train(
             pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
         )
-        models.append(model)
+        parts |= {part_name(key, suffix): model for suffix, model in trained}
     seconds = time.perf_counter() - started
+    models = list(parts.values())
     weights: tuple[float, ...] = tuple(1 / len(models) for _ in models)
     validation_score = float("nan")
     if len(validation) > PRECISION_K:
@@ -160,23 +162,29 @@ def train_and_score(
         )
     per_model: dict[str, dict[str, float]] = {}
     metrics: dict[str, float] = {}
-    if len(holdout) > PRECISION_K:
-        held = [image_model.embed(m, holdout_pixels) for m in models]
+    held = [image_model.embed(m, holdout_pixels) for m in models] if len(holdout) > PRECISION_K else []
+    if held:
         metrics = neighbour_precision(combine(held, weights), holdout)
-        per_model = {key: neighbour_precision(e, holdout) for key, e in zip(label_sets, held, strict=True)}
+        per_model = {name: neighbour_precision(e, holdout) for name, e in zip(parts, held, strict=True)}
     if output_dir and worker.is_chief:
         image_model.export(models, list(weights), output_dir)
     batch = hp.batch_size if hp.loss == "cosine_softmax" else hp.classes_per_batch * hp.examples_per_class
-    images = len(models) * hp.epochs * hp.steps_per_epoch * batch
+    images = len(label_sets) * hp.epochs * hp.steps_per_epoch * batch
     return {
         "losses": losses,
-        "weights": dict(zip(label_sets, weights, strict=True)),
+        "weights": dict(zip(parts, weights, strict=True)),
+        "widths": {name: int(m.output_shape[-1]) for name, m in parts.items()},
         "validation_score": validation_score,
         "metrics": metrics,
         "per_model": per_model,
         "images_per_second": images / seconds,
         "seconds": seconds,
     }
+
+
+def part_name(key: str, suffix: str) -> str:
+    """A model part's name in the mix: the class key for its embedding, `key.classes` for its class part."""
+    return f"{key}.{suffix}" if suffix else key
 
 
 def _objective(metrics: dict[str, float]) -> float:
@@ -271,6 +279,7 @@ def run_train_image_similarity(
                     "class_keys": list(params.keys),
                     "image_size": params.image_size,
                     "weights": chief["weights"],
+                    "widths": chief["widths"],
                     "article_images_version": version,
                 }
             )
@@ -305,7 +314,7 @@ def run_train_image_similarity(
         "holdout_precision": [
             {"method": "learned (TF Similarity)", **chief["metrics"]},
             *(
-                {"method": f"learned, {key} classes only", **values}
+                {"method": f"learned, {key} part only", **values}
                 for key, values in chief["per_model"].items()
                 if len(chief["per_model"]) > 1
             ),
@@ -392,12 +401,17 @@ def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) 
 
 
 def encoder_parts(folder: str | Path) -> dict[str, slice]:
-    """Columns of each class key's model in the saved encoder's output (models with weight 0 are left
-    out of it): to score each model on its own."""
+    """Columns of each part (a class key's embedding, or its class part) in the saved encoder's output,
+    in the mix's order (parts with weight 0 are left out of it): to score each part on its own."""
     spec = json.loads((Path(folder) / "model.json").read_text())
     width = int(spec["hyperparams"]["embedding_dim"])
-    kept = [key for key in spec["class_keys"] if spec["weights"][key] > 0]
-    return {key: slice(i * width, (i + 1) * width) for i, key in enumerate(kept)}
+    widths = spec.get("widths") or {key: width for key in spec["class_keys"]}  # older models: embeddings
+    columns, start = {}, 0
+    for name, weight in spec["weights"].items():
+        if weight > 0:
+            columns[name] = slice(start, start + int(widths[name]))
+            start += int(widths[name])
+    return columns
 
 
 def _real_photo_precision(path: str, model_folder: Path) -> list[dict[str, Any]]:
@@ -418,7 +432,7 @@ def _real_photo_precision(path: str, model_folder: Path) -> list[dict[str, Any]]
     rows = {
         "learned (TF Similarity)": nearest(embedded, PRECISION_K)[0],
         **{
-            f"learned, {key} classes only": nearest(embedded[:, columns], PRECISION_K)[0]
+            f"learned, {key} part only": nearest(embedded[:, columns], PRECISION_K)[0]
             for key, columns in parts.items()
             if len(parts) > 1
         },
