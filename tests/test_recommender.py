@@ -153,12 +153,16 @@ def test_each_source_proposes_what_it_should(tmp_path):
     assert c1["visual"] == {"0100000003": (1, 0.8), "0300000002": (2, 0.7)}
     # Bought together with c1's articles, summed over them; c1's own articles excluded.
     assert c1["bought_together"] == {"0400000001": (1, 3.0)}
-    # Favourite types: 10 (twice) then 20; their lists merged by score.
-    assert c1["favourite_type"] == {
-        "0300000002": (1, 3.0),
-        "0100000002": (2, 2.5),
-        "0200000002": (3, 1.0),
-    }
+    # Best sellers of c1's types weighted by taste: decayed sales x type share (10: 2/3, 20: 1/3) x
+    # colour share (colour 2 never bought: 0.5 / 3.5) x department share (100: 2.5 / 3.5, 200: 1.5 / 3.5).
+    taste = sorted(c1["favourite_type"].items(), key=lambda item: item[1][0])
+    assert [(article, rank) for article, (rank, _) in taste] == [
+        ("0300000002", 1),
+        ("0100000002", 2),
+        ("0200000002", 3),
+    ]
+    expected = [3.0 * 2 / 3 / 7 * 5 / 7, 2.5 * 2 / 3 / 7 * 5 / 7, 1.0 / 3 / 7 * 3 / 7]
+    np.testing.assert_allclose([score for _, (_, score) in taste], expected)
     assert c1["popular"] == {"0400000001": (1, 4.0), "0100000002": (2, 2.5)}
     assert c1["trending"] == {"0400000001": (1, 5.0)}
 

@@ -18,7 +18,7 @@ SOURCES = (
     "visual",  # never-sold lookalikes of recent purchases (cold start)
     "popular",  # time-decayed best sellers (the baseline's list, deeper)
     "bought_together",  # articles other customers bought with the customer's recent articles
-    "favourite_type",  # best sellers of the customer's most bought product types
+    "favourite_type",  # best sellers of the customer's product types, weighted by type, colour, department
 )
 RANDOM_SOURCE = "random"  # training-only easy negatives: no rank column, so serving never differs
 ABSENT_RANK = 999  # rank feature of a source that did not propose the article
@@ -41,7 +41,7 @@ class CandidateCounts:
     visual: int = 12
     popular: int = 12
     bought_together: int = 12
-    favourite_type: int = 12
+    favourite_type: int = 24
     repurchase_weeks: int = 12
 
 

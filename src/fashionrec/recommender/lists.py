@@ -36,7 +36,7 @@ def trending_top(global_tx: DataFrame, week: int, n: int) -> DataFrame:
 
 def type_tops(global_tx: DataFrame, articles: DataFrame, week: int, n: int) -> DataFrame:
     """(band = product_type_no, article_id, source_rank, source_score): each product type's `n` best
-    sellers by decayed sales (the `favourite_type` source reads the customer's top types' lists)."""
+    sellers by decayed sales (the `favourite_type` source weighs the lists of the customer's types)."""
     sales = decayed_sales(global_tx, week).join(
         F.broadcast(articles.select("article_id", F.col("product_type_no").cast("int").alias("band"))),
         "article_id",
