@@ -216,7 +216,7 @@ class RankingParams(LakeParams):
     visual_candidates: int = 12
     popular_candidates: int = 24
     bought_together_candidates: int = 12
-    favourite_type_candidates: int = 24
+    favourite_type_candidates: int = 12
     # How far back the customer's own articles count for repurchase, other colours, bought together
     # (H&M customers re-buy articles from long ago: 104 measured better than 12 on real shoppers).
     repurchase_weeks: int = 104

@@ -41,7 +41,7 @@ class CandidateCounts:
     visual: int = 12
     popular: int = 12
     bought_together: int = 12
-    favourite_type: int = 24
+    favourite_type: int = 12
     repurchase_weeks: int = 12
 
 
