@@ -289,6 +289,7 @@ class Recommender:
             named = pd.unique(pd.concat([self.similar["article_id"], self.similar["neighbour_id"]]))
             extra = [a for a in named if a not in self.attrs]
         self.code_of = {a: i for i, a in enumerate(catalogue + extra)}
+        self.article_of = np.array(catalogue + extra, dtype=object)  # code → article id
         self.in_catalogue = np.arange(len(self.code_of)) < len(catalogue)
         self.attr_codes = np.full((len(self.code_of), len(ATTRIBUTES)), -1, dtype=np.int64)
         for j, name in enumerate(ATTRIBUTES):
@@ -306,13 +307,13 @@ class Recommender:
     def _type_pools(self) -> None:
         """Each product type's best-seller list as arrays over article codes (type code → codes, decayed
         sales, colour and department codes) for the taste-weighted `favourite_type` source."""
-        self.article_of = np.array(list(self.code_of), dtype=object)
         type_j, colour_j, department_j = (ATTRIBUTES.index(n) for n in ("type", "colour", "department"))
         self.type_pool: dict[int, tuple[np.ndarray, ...]] = {}
         for rows in self.type_rows.values():
-            codes = np.array([self.code_of[a] for a, _, _ in rows if a in self.code_of], dtype=np.int64)
-            if len(codes):
-                sales = np.array([v for a, _, v in rows if a in self.code_of], dtype=np.float64)
+            known = [(self.code_of[a], v) for a, _, v in rows if a in self.code_of]
+            if known:
+                codes = np.array([c for c, _ in known], dtype=np.int64)
+                sales = np.array([v for _, v in known], dtype=np.float64)
                 kind = int(self.attr_codes[codes[0], type_j])
                 self.type_pool[kind] = (
                     codes,

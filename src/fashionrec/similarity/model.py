@@ -141,8 +141,8 @@ def class_part(trainer: Any) -> Any:
 def augment_batch(
     images: np.ndarray, rng: np.random.Generator, zoom: float = 0.85, shift: float = 0.06
 ) -> np.ndarray:
-    """float32 copies of images (n, h, w, 3; 0..255), each mirrored half the time, zoomed into a random square of
-    `zoom`..1 of the side and shifted by up to `shift` of it (white beyond the photo's edge).
+    """float32 copies of images (n, h, w, 3; 0..255), each mirrored half the time, zoomed into a random
+    square of `zoom`..1 of the side and shifted by up to `shift` of it (white beyond the photo's edge).
 
     Why here and not as Keras preprocessing layers: on a 2-core CPU those layers took half of every
     training step (343 against 163 ms per batch of 128 at 64 px); one `crop_and_resize` per batch costs
@@ -199,7 +199,7 @@ def train(
     counts = np.bincount(classes)
     keep = counts[classes] >= (2 if hp.loss == "multi_similarity" else 1)
     x, y = pixels[keep], classes[keep]
-    if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments in its graph instead
+    if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch (augment_batch)
         x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
         y = np.tile(y, hp.augment_copies + 1)
     augment = hp.architecture == "compact"
