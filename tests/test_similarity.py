@@ -124,20 +124,25 @@ def test_augmented_batches_are_mirrored_zoomed_and_shifted_photos_of_the_same_si
     assert out.min() >= 0 and out.max() <= 255
 
 
-def test_saved_encoder_is_the_weighted_concatenation_of_its_models(tmp_path):
+def test_saved_encoder_is_the_weighted_concatenation_of_the_parts(tmp_path):
+    """multi_similarity: one network per class key, each run once by the encoder; a part of weight 0 is
+    left out of the saved encoder's output."""
     from fashionrec.similarity import encoder as image_encoder
     from fashionrec.similarity import model as image_model
 
-    hp = image_model.ImageHyperParams(embedding_dim=8, width=4)
-    models = [image_model.build_model(hp.with_updates(seed=s), 16)[0] for s in (1, 2)]
-    pixels = np.random.default_rng(3).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)
-    image_model.export(models, [0.25, 0.75], tmp_path / "encoder")
-    saved = image_encoder.embed_saved(image_encoder.load(tmp_path / "encoder"), pixels)
-    expected = np.hstack(
-        [np.sqrt(w) * image_model.embed(m, pixels) for m, w in zip(models, (0.25, 0.75), strict=True)]
-    )
-    np.testing.assert_allclose(saved, expected, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(saved, axis=1), 1.0, rtol=1e-5)
+    hp = image_model.ImageHyperParams(embedding_dim=8, width=4, epochs=1, steps_per_epoch=2)
+    pixels = np.random.default_rng(3).integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
+    labels = {"a": np.arange(24) % 3, "b": np.arange(24) % 4}
+    names, model, losses = image_model.train(pixels, labels, hp, log_epochs=False)
+    assert names == ["a", "b"] and set(losses) == {"a", "b"}
+    parts = image_model.embed(model, pixels[:5])
+    assert [p.shape for p in parts] == [(5, 8), (5, 8)]
+    for i, weights in enumerate(([0.25, 0.75], [0.0, 1.0])):
+        image_model.export(model, weights, tmp_path / f"encoder{i}")
+        saved = image_encoder.embed_saved(image_encoder.load(tmp_path / f"encoder{i}"), pixels[:5])
+        expected = np.hstack([np.sqrt(w) * p for p, w in zip(parts, weights, strict=True) if w > 0])
+        np.testing.assert_allclose(saved, expected, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(saved, axis=1), 1.0, rtol=1e-5)
 
 
 def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, tiny_data):
@@ -176,16 +181,19 @@ def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, t
     assert again["embedded_now"] == 0 and again["embeddings"] == articles
 
 
-def test_compact_cosine_softmax_model_learns_and_its_encoder_takes_photos_of_any_size(tmp_path):
-    """The real-photo settings: augmented batches, batch norm, proxies per class and a class part; the
-    saved encoder resizes any photo to the model's input in its graph (identical at the model's own size)."""
+def test_compact_cosine_softmax_model_learns_every_key_and_its_encoder_takes_photos_of_any_size(tmp_path):
+    """The real-photo settings: augmented batches, batch norm, a network with class proxies per class key,
+    each giving an embedding and a class part; the saved encoder runs them as one model and resizes any
+    photo to the model's input in its graph (identical at the model's own size)."""
     from fashionrec.similarity import encoder as image_encoder
     from fashionrec.similarity import model as image_model
 
     rng = np.random.default_rng(5)
-    classes = np.repeat(np.arange(4), 12)
+    hue = np.repeat(np.arange(4), 12)  # four colours; the other key: a dark top half or not
+    bar = np.tile(np.arange(2), 24)
     colours = np.array([[220, 30, 30], [30, 220, 30], [30, 30, 220], [220, 220, 30]], np.uint8)
-    pixels = np.clip(colours[classes][:, None, None, :] + rng.normal(0, 20, (48, 16, 16, 3)), 0, 255)
+    pixels = np.clip(colours[hue][:, None, None, :] + rng.normal(0, 20, (48, 16, 16, 3)), 0, 255)
+    pixels[bar == 1, :8] = 0
     pixels = pixels.astype(np.uint8)
     hp = image_model.ImageHyperParams(
         embedding_dim=8,
@@ -193,28 +201,29 @@ def test_compact_cosine_softmax_model_learns_and_its_encoder_takes_photos_of_any
         architecture="compact",
         loss="cosine_softmax",
         epochs=3,
-        steps_per_epoch=20,
+        steps_per_epoch=40,  # batch norm's moving statistics settle
         batch_size=16,
         learning_rate=0.01,
     )
-    parts, losses = image_model.train(pixels, classes, hp, log_epochs=False)
-    assert [suffix for suffix, _ in parts] == ["", "classes"]
-    assert losses[-1] < losses[0]
-    (_, model), (_, class_part) = parts
-    probabilities = class_part(pixels.astype(np.float32)).numpy() ** 2  # the part is √ of them
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert (probabilities.argmax(axis=1) == classes).mean() > 0.9  # it has learned the four classes
-    vectors = image_model.embed(model, pixels)
-    same = (vectors @ vectors.T)[classes[:, None] == classes[None, :]].mean()
-    other = (vectors @ vectors.T)[classes[:, None] != classes[None, :]].mean()
-    assert same > other + 0.2  # images of one class embed together
+    names, model, losses = image_model.train(pixels, {"hue": hue, "bar": bar}, hp, log_epochs=False)
+    assert names == ["hue", "hue.classes", "bar", "bar.classes"]
+    assert all(values[-1] < values[0] for values in losses.values())
+    parts = dict(zip(names, image_model.embed(model, pixels), strict=True))
+    for key, classes in (("hue", hue), ("bar", bar)):
+        probabilities = parts[f"{key}.classes"] ** 2  # the part is √ of them
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        assert (probabilities.argmax(axis=1) == classes).mean() > 0.9  # each head learned its key
+        similarity = parts[key] @ parts[key].T - 2 * np.eye(len(pixels))  # not its own neighbour
+        neighbours = np.argsort(-similarity, axis=1)[:, :3]
+        assert (classes[neighbours] == classes[:, None]).mean() > 0.9  # one class embeds together
 
-    image_model.export([model, class_part], [0.5, 0.5], tmp_path / "encoder")
+    weights = [0.5, 0.0, 0.2, 0.3]
+    image_model.export(model, weights, tmp_path / "encoder")
     encoder = image_encoder.load(tmp_path / "encoder")
-    expected = np.hstack([np.sqrt(0.5) * vectors[:4], np.sqrt(0.5 * probabilities[:4])])
+    expected = np.hstack([np.sqrt(w) * parts[n][:4] for n, w in zip(names, weights, strict=True) if w > 0])
     np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), expected, atol=1e-5)
     large = np.repeat(np.repeat(pixels[:4], 3, axis=1), 2, axis=2)  # 48 x 32: resized in the graph
     bigger = image_encoder.embed_saved(encoder, large)
-    assert bigger.shape == (4, 8 + 4)
+    assert bigger.shape == (4, 8 + 8 + 2)
     np.testing.assert_allclose(np.linalg.norm(bigger, axis=1), 1.0, rtol=1e-5)
     assert (bigger * expected).sum(axis=1).min() > 0.9  # the same pictures, larger

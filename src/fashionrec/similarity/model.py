@@ -2,14 +2,15 @@
 on class-balanced batches (`MultiShotMemorySampler`), as in TensorFlow Similarity's examples, or with a
 softmax over one cosine proxy per class.
 
-Small enough to train in minutes on a CPU at demo scale; no pretrained backbone to download. A trained
-model gives one or two *parts* (unit-length image vectors) that `similarity.mixing` weighs: its embedding,
+Small enough to train in minutes on a CPU at demo scale; no pretrained backbone to download. Training
+gives *parts* (unit-length image vectors) that `similarity.mixing` weighs: per class key its embedding,
 and for cosine_softmax also √ of its class probabilities, whose cosine (the Bhattacharyya coefficient of
 two images' class distributions) ranks neighbours by how surely they share a class.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,27 +89,38 @@ def _conv(x: Any, filters: int, kernel: int, strides: int = 1) -> Any:
     return layers.ReLU()(layers.BatchNormalization()(x))
 
 
-def build_model(hp: ImageHyperParams, size: int, classes: int = 0) -> tuple[Any, Any]:
-    """(embedding model, compiled model that trains it): one `SimilarityModel` for multi_similarity; for
-    cosine_softmax the embedding model and a classifier over `classes` proxies built on top of it (the
-    logits of `class_part`)."""
+def build_model(hp: ImageHyperParams, size: int) -> Any:
+    """multi_similarity: one compiled `SimilarityModel` (one class key), the embedding model itself."""
     inputs, features = _backbone(hp, size)
     # float32 output layer: the loss and the exported embeddings keep full precision under mixed precision.
     outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
-    if hp.loss == "multi_similarity":
-        optimizer = tf.keras.optimizers.Adam(hp.learning_rate)
-        model = tfsim.models.SimilarityModel(inputs, outputs)
-        model.compile(optimizer=optimizer, loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"))
-        return model, model
-    model = tf.keras.Model(inputs, outputs)
-    trainer = tf.keras.Model(inputs, CosineProxies(classes, hp.softmax_scale, dtype="float32")(outputs))
+    model = tfsim.models.SimilarityModel(inputs, outputs)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
+        loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"),
+    )
+    return model
+
+
+def build_proxy_model(hp: ImageHyperParams, size: int, classes: int) -> tuple[Any, Any]:
+    """cosine_softmax: (parts model, compiled trainer) of one network with one learned proxy per class.
+
+    The parts model maps images to the embedding and the class part, √(softmax of the proxy logits): unit
+    length, and its cosine with another image's is the Bhattacharyya coefficient of their class
+    distributions, high only when both are surely of one class. Mixed with the embeddings, the class
+    parts gave 2-3 points more type precision at equal colour on real photos (docs/benchmarks.md)."""
+    layers = tf.keras.layers
+    inputs, features = _backbone(hp, size)
+    embedding = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
+    logits = CosineProxies(classes, hp.softmax_scale, dtype="float32")(embedding)
+    class_part = layers.Lambda(tf.sqrt, dtype="float32")(layers.Softmax(dtype="float32")(logits))
+    trainer = tf.keras.Model(inputs, logits)
     # Cosine decay to 5% over the whole run: the proxies settle once the rate falls.
-    steps = hp.epochs * hp.steps_per_epoch
     optimizer = tf.keras.optimizers.Adam(
-        tf.keras.optimizers.schedules.CosineDecay(hp.learning_rate, steps, 0.05)
+        tf.keras.optimizers.schedules.CosineDecay(hp.learning_rate, hp.epochs * hp.steps_per_epoch, 0.05)
     )
     trainer.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model, trainer
+    return tf.keras.Model(inputs, [embedding, class_part]), trainer
 
 
 class CosineProxies(tf.keras.layers.Layer):
@@ -128,14 +140,6 @@ class CosineProxies(tf.keras.layers.Layer):
         return self.scale * tf.matmul(
             tf.math.l2_normalize(embeddings, axis=1), tf.math.l2_normalize(self.proxies, axis=0)
         )
-
-
-def class_part(trainer: Any) -> Any:
-    """images → √(softmax of the proxy logits): unit length, and the cosine of two images' vectors is the
-    Bhattacharyya coefficient of their class distributions. Mixed with the colour model's, it beat mixing
-    the embeddings on validation photos (docs/benchmarks.md)."""
-    probabilities = tf.keras.layers.Softmax(dtype="float32")(trainer.output)
-    return tf.keras.Model(trainer.input, tf.keras.layers.Lambda(tf.sqrt, dtype="float32")(probabilities))
 
 
 def augment_batch(
@@ -183,83 +187,109 @@ class CatalogueBatches(tf.keras.utils.Sequence):
 
 def train(
     pixels: np.ndarray,
-    classes: np.ndarray,
+    label_sets: dict[str, np.ndarray],
     hp: ImageHyperParams,
     strategy: Any = None,
     log_epochs: bool = True,
-) -> tuple[list[tuple[str, Any]], list[float]]:
-    """Fit the embedding model on `classes` (one label per image); returns its parts, (suffix, model)
-    pairs: ("", the embedding model) and for cosine_softmax ("classes", `class_part`), and the loss per
-    epoch.
+) -> tuple[list[str], Any, dict[str, list[float]]]:
+    """Fit one network per class key of `label_sets` (one label per image). Returns the part names, the
+    parts model (images → every part, each network run once) and the loss per epoch per key.
 
     multi_similarity: class-balanced batches of `classes_per_batch` classes x `examples_per_class`; classes
-    with fewer than two images cannot form a positive pair and are left out. cosine_softmax: every image.
+    with fewer than two images (no positive pair) are left out; the embedding is the key's part.
+    cosine_softmax: batches as the catalogue comes, every image; parts `key` (the embedding) and
+    `key.classes` (`build_proxy_model`). One network per key rather than one backbone with a head per key:
+    on real photos a shared backbone learned type worse at equal batches (docs/benchmarks.md).
     """
-    tf.keras.utils.set_random_seed(hp.seed)
-    counts = np.bincount(classes)
-    keep = counts[classes] >= (2 if hp.loss == "multi_similarity" else 1)
-    x, y = pixels[keep], classes[keep]
-    if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch (augment_batch)
-        x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
-        y = np.tile(y, hp.augment_copies + 1)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    names, networks, losses = [], [], {}
+    for key, classes in label_sets.items():
+        tf.keras.utils.set_random_seed(hp.seed)
+        keep = np.bincount(classes)[classes] >= (2 if hp.loss == "multi_similarity" else 1)
+        x, y = pixels[keep], classes[keep]
+        if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch instead
+            x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
+            y = np.tile(y, hp.augment_copies + 1)
+        with scope:
+            if hp.loss == "cosine_softmax":
+                network, trainer = build_proxy_model(hp, pixels.shape[1], int(classes.max()) + 1)
+            else:
+                network = trainer = build_model(hp, pixels.shape[1])
+        history = _fit(trainer, _batches(x, y, hp), hp, log_epochs)
+        names += [key, f"{key}.classes"] if hp.loss == "cosine_softmax" else [key]
+        networks.append(network)
+        losses[key] = [float(v) for v in history.history["loss"]]
+    inputs = tf.keras.Input(pixels.shape[1:], dtype=tf.float32)
+    return names, tf.keras.Model(inputs, [p for n in networks for p in tf.nest.flatten(n(inputs))]), losses
+
+
+def _batches(x: np.ndarray, y: np.ndarray, hp: ImageHyperParams) -> Any:
     augment = hp.architecture == "compact"
-    if hp.loss == "multi_similarity":
-        rng = np.random.default_rng(hp.seed)
-        batches: Any = tfsim.samplers.MultiShotMemorySampler(
-            x.astype(np.float32),
-            y,
-            classes_per_batch=min(hp.classes_per_batch, len(np.unique(y))),
-            examples_per_class_per_batch=hp.examples_per_class,
-            steps_per_epoch=hp.steps_per_epoch,
-            augmenter=(lambda xb, yb, *_: (augment_batch(np.asarray(xb), rng), yb)) if augment else None,
-        )
-    else:
-        batches = CatalogueBatches(x, y, hp.batch_size, hp.steps_per_epoch, hp.seed, augment)
-    if strategy is None:
-        model, trainer = build_model(hp, pixels.shape[1], int(classes.max()) + 1)
-    else:
-        with strategy.scope():
-            model, trainer = build_model(hp, pixels.shape[1], int(classes.max()) + 1)
-    history = trainer.fit(
+    if hp.loss == "cosine_softmax":
+        return CatalogueBatches(x, y, hp.batch_size, hp.steps_per_epoch, hp.seed, augment)
+    rng = np.random.default_rng(hp.seed)
+    return tfsim.samplers.MultiShotMemorySampler(
+        x.astype(np.float32),
+        y,
+        classes_per_batch=min(hp.classes_per_batch, len(np.unique(y))),
+        examples_per_class_per_batch=hp.examples_per_class,
+        steps_per_epoch=hp.steps_per_epoch,
+        augmenter=(lambda xb, yb, *_: (augment_batch(np.asarray(xb), rng), yb)) if augment else None,
+    )
+
+
+def _fit(model: Any, batches: Any, hp: ImageHyperParams, log_epochs: bool) -> Any:
+    return model.fit(
         batches, epochs=hp.epochs, verbose=0, callbacks=[EpochLog("image model", hp.epochs, log_epochs)]
     )
-    parts = [("", model)] + ([("classes", class_part(trainer))] if trainer is not model else [])
-    return parts, [float(v) for v in history.history["loss"]]
 
 
-def embed(model: Any, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Unit-length embeddings of uint8 images (n, size, size, 3) from a model or a part."""
-    parts = [
-        model(pixels[i : i + batch].astype(np.float32), training=False).numpy()
+def embed(model: Any, pixels: np.ndarray, batch: int = 512) -> list[np.ndarray]:
+    """Unit-length vectors of uint8 images (n, size, size, 3): one array per output of the parts model."""
+    chunks = [
+        [
+            out.numpy()
+            for out in tf.nest.flatten(model(pixels[i : i + batch].astype(np.float32), training=False))
+        ]
         for i in range(0, len(pixels), batch)
     ]
-    out = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+    outputs = [
+        np.concatenate([chunk[j] for chunk in chunks])
+        if chunks
+        else np.zeros((0, int(out.shape[-1])), np.float32)
+        for j, out in enumerate(model.outputs)
+    ]
+    return [out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9) for out in outputs]
 
 
 class ImageEncoder(tf.Module):  # loaded by `similarity.encoder` without TensorFlow Similarity
-    """uint8 images (n, h, w, 3) of any size → resized in the graph to the models' input → their unit
-    vectors (embeddings and class parts) concatenated with weights √w (`similarity.mixing`); the saved
-    form (no TensorFlow Similarity needed to load it)."""
+    """uint8 images (n, h, w, 3) of any size → resized in the graph to the model's input → its parts'
+    unit vectors concatenated with weights √w (`similarity.mixing`; parts of weight 0 left out); the
+    saved form (no TensorFlow Similarity needed to load it)."""
 
-    def __init__(self, models: list[Any], weights: list[float]) -> None:
+    def __init__(self, model: Any, weights: list[float]) -> None:
         super().__init__()
-        kept = [(m, float(np.sqrt(w))) for m, w in zip(models, weights, strict=True) if w > 0]
-        self.models = [m for m, _ in kept]
-        self.scales = [s for _, s in kept]
-        self.size = int(models[0].input_shape[1])
+        if len(weights) != len(model.outputs):
+            raise ValueError(f"{len(model.outputs)} parts but {len(weights)} weights")
+        self.model = model
+        self.scales = [float(np.sqrt(w)) for w in weights]
+        self.size = int(model.input_shape[1])
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def __call__(self, images: Any) -> Any:
         # Antialiased bilinear, like the PIL resize of training; the identity at the model's own size.
         x = tf.image.resize(tf.cast(images, tf.float32), (self.size, self.size), antialias=True)
-        parts = [
-            scale * tf.math.l2_normalize(model(x, training=False), axis=1)
-            for model, scale in zip(self.models, self.scales, strict=True)
-        ]
-        return tf.concat(parts, axis=1)
+        parts = tf.nest.flatten(self.model(x, training=False))
+        return tf.concat(
+            [
+                scale * tf.math.l2_normalize(part, axis=1)
+                for part, scale in zip(parts, self.scales, strict=True)
+                if scale > 0
+            ],
+            axis=1,
+        )
 
 
-def export(models: list[Any], weights: list[float], folder: str | Path) -> str:
-    tf.saved_model.save(ImageEncoder(models, weights), str(folder))
+def export(model: Any, weights: list[float], folder: str | Path) -> str:
+    tf.saved_model.save(ImageEncoder(model, weights), str(folder))
     return str(folder)

@@ -1,9 +1,9 @@
 """Tasks `train_image_similarity` and `index_images` of the bundle job.
 
 train_image_similarity: `article_images` (a pinned Delta version) + article metadata → pixels; products
-split into train, validation and holdout by stable hashes; one model per class key (by default product
-type, and type×colour), their embeddings mixed with weights chosen on validation products
-(`similarity.mixing`); (optional) Hyperopt SparkTrials over embedding size, learning rate and classes per
+split into train, validation and holdout by stable hashes; every class key learned (multi_similarity: one
+network per key; cosine_softmax: one network with a head per key), the parts (embeddings, class parts)
+mixed with weights chosen on validation products (`similarity.mixing`); (optional) Hyperopt SparkTrials over embedding size, learning rate and classes per
 batch, each trial a nested MLflow run scored on validation products; the final models train on `workers`
 Spark barrier tasks (MultiWorkerMirroredStrategy) and are saved as one encoder SavedModel
 (`artifacts_dir/similarity/model`), logged to MLflow with the table version and scored on the holdout.
@@ -137,54 +137,46 @@ def train_and_score(
     worker: WorkerContext = SINGLE,
     output_dir: str | None = None,
 ) -> dict[str, Any]:
-    """One worker's training of one model per class key (data-parallel when `worker.workers` > 1); mixing
-    weights chosen on validation products; holdout precision of the mix and of each model; chief exports."""
+    """One worker's training on every class key (data-parallel when `worker.workers` > 1); mixing weights
+    of the parts chosen on validation products; holdout precision of the mix and of each part; the chief
+    exports the encoder."""
     strategy = multi_worker_strategy(worker)
     mixed_precision_policy(hp.mixed_precision)
     from fashionrec.similarity import model as image_model
 
     started = time.perf_counter()
-    parts: dict[str, Any] = {}  # part name (class key, or key.classes) → model giving unit vectors
-    losses = {}
-    for key, labels in label_sets.items():
-        trained, losses[key] = image_model.train(
-            pixels, labels, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
-        )
-        parts |= {part_name(key, suffix): model for suffix, model in trained}
+    names, model, losses = image_model.train(
+        pixels, label_sets, hp.with_updates(seed=hp.seed + worker.index), strategy, worker.is_chief
+    )
     seconds = time.perf_counter() - started
-    models = list(parts.values())
-    weights: tuple[float, ...] = tuple(1 / len(models) for _ in models)
+    weights: tuple[float, ...] = tuple(1 / len(names) for _ in names)
     validation_score = float("nan")
     if len(validation) > PRECISION_K:
         weights, validation_score = choose_weights(
-            [image_model.embed(m, validation_pixels) for m in models],
+            image_model.embed(model, validation_pixels),
             lambda vectors: _objective(neighbour_precision(vectors, validation)),
         )
     per_model: dict[str, dict[str, float]] = {}
     metrics: dict[str, float] = {}
-    held = [image_model.embed(m, holdout_pixels) for m in models] if len(holdout) > PRECISION_K else []
+    held = image_model.embed(model, holdout_pixels) if len(holdout) > PRECISION_K else []
     if held:
         metrics = neighbour_precision(combine(held, weights), holdout)
-        per_model = {name: neighbour_precision(e, holdout) for name, e in zip(parts, held, strict=True)}
+        per_model = {name: neighbour_precision(e, holdout) for name, e in zip(names, held, strict=True)}
     if output_dir and worker.is_chief:
-        image_model.export(models, list(weights), output_dir)
+        image_model.export(model, list(weights), output_dir)
     batch = hp.batch_size if hp.loss == "cosine_softmax" else hp.classes_per_batch * hp.examples_per_class
-    images = len(label_sets) * hp.epochs * hp.steps_per_epoch * batch
+    networks = 1 if hp.loss == "cosine_softmax" else len(label_sets)
+    images = networks * hp.epochs * hp.steps_per_epoch * batch
     return {
         "losses": losses,
-        "weights": dict(zip(parts, weights, strict=True)),
-        "widths": {name: int(m.output_shape[-1]) for name, m in parts.items()},
+        "weights": dict(zip(names, weights, strict=True)),
+        "widths": {name: int(out.shape[-1]) for name, out in zip(names, model.outputs, strict=True)},
         "validation_score": validation_score,
         "metrics": metrics,
         "per_model": per_model,
         "images_per_second": images / seconds,
         "seconds": seconds,
     }
-
-
-def part_name(key: str, suffix: str) -> str:
-    """A model part's name in the mix: the class key for its embedding, `key.classes` for its class part."""
-    return f"{key}.{suffix}" if suffix else key
 
 
 def _objective(metrics: dict[str, float]) -> float:
