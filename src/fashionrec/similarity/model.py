@@ -215,7 +215,12 @@ def train(
                 network, trainer = build_proxy_model(hp, pixels.shape[1], int(classes.max()) + 1)
             else:
                 network = trainer = build_model(hp, pixels.shape[1])
-        history = _fit(trainer, _batches(x, y, hp), hp, log_epochs)
+        history = trainer.fit(
+            _batches(x, y, hp),
+            epochs=hp.epochs,
+            verbose=0,
+            callbacks=[EpochLog(f"image model ({key})", hp.epochs, log_epochs)],
+        )
         names += [key, f"{key}.classes"] if hp.loss == "cosine_softmax" else [key]
         networks.append(network)
         losses[key] = [float(v) for v in history.history["loss"]]
@@ -235,12 +240,6 @@ def _batches(x: np.ndarray, y: np.ndarray, hp: ImageHyperParams) -> Any:
         examples_per_class_per_batch=hp.examples_per_class,
         steps_per_epoch=hp.steps_per_epoch,
         augmenter=(lambda xb, yb, *_: (augment_batch(np.asarray(xb), rng), yb)) if augment else None,
-    )
-
-
-def _fit(model: Any, batches: Any, hp: ImageHyperParams, log_epochs: bool) -> Any:
-    return model.fit(
-        batches, epochs=hp.epochs, verbose=0, callbacks=[EpochLog("image model", hp.epochs, log_epochs)]
     )
 
 
