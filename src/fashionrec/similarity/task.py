@@ -1,12 +1,13 @@
 """Tasks `train_image_similarity` and `index_images` of the bundle job.
 
 train_image_similarity: `article_images` (a pinned Delta version) + article metadata → pixels; products
-split into train, validation and holdout by stable hashes; every class key learned (multi_similarity: one
-network per key; cosine_softmax: one network with a head per key), the parts (embeddings, class parts)
-mixed with weights chosen on validation products (`similarity.mixing`); (optional) Hyperopt SparkTrials over embedding size, learning rate and classes per
-batch, each trial a nested MLflow run scored on validation products; the final models train on `workers`
-Spark barrier tasks (MultiWorkerMirroredStrategy) and are saved as one encoder SavedModel
-(`artifacts_dir/similarity/model`), logged to MLflow with the table version and scored on the holdout.
+split into train, validation and holdout by stable hashes; one network per class key (by default product
+type, and type×colour), their parts (embeddings; with cosine_softmax also class parts) mixed with weights
+chosen on validation products (`similarity.mixing`); (optional) Hyperopt SparkTrials over embedding size,
+learning rate and classes per batch, each trial a nested MLflow run scored on validation products; the
+final networks train on `workers` Spark barrier tasks (MultiWorkerMirroredStrategy) and are saved as one
+encoder SavedModel (`artifacts_dir/similarity/model`), logged to MLflow with the table version and scored
+on the holdout.
 
 index_images: embeds only images whose content or model changed since the last run (Delta table
 `image_embeddings`, keyed by article and content hash), then writes every article's top-k visual
@@ -137,9 +138,9 @@ def train_and_score(
     worker: WorkerContext = SINGLE,
     output_dir: str | None = None,
 ) -> dict[str, Any]:
-    """One worker's training on every class key (data-parallel when `worker.workers` > 1); mixing weights
-    of the parts chosen on validation products; holdout precision of the mix and of each part; the chief
-    exports the encoder."""
+    """One worker's training of one network per class key (data-parallel when `worker.workers` > 1);
+    mixing weights of their parts chosen on validation products; holdout precision of the mix and of each
+    part; the chief exports the encoder."""
     strategy = multi_worker_strategy(worker)
     mixed_precision_policy(hp.mixed_precision)
     from fashionrec.similarity import model as image_model
@@ -165,8 +166,7 @@ def train_and_score(
     if output_dir and worker.is_chief:
         image_model.export(model, list(weights), output_dir)
     batch = hp.batch_size if hp.loss == "cosine_softmax" else hp.classes_per_batch * hp.examples_per_class
-    networks = 1 if hp.loss == "cosine_softmax" else len(label_sets)
-    images = networks * hp.epochs * hp.steps_per_epoch * batch
+    images = len(label_sets) * hp.epochs * hp.steps_per_epoch * batch
     return {
         "losses": losses,
         "weights": dict(zip(names, weights, strict=True)),
