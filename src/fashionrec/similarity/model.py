@@ -270,8 +270,10 @@ class ImageEncoder(tf.Module):  # loaded by `similarity.encoder` without TensorF
         super().__init__()
         if len(weights) != len(model.outputs):
             raise ValueError(f"{len(model.outputs)} parts but {len(weights)} weights")
-        self.model = model
-        self.scales = [float(np.sqrt(w)) for w in weights]
+        kept = [(out, float(np.sqrt(w))) for out, w in zip(model.outputs, weights, strict=True) if w > 0]
+        # Only the kept parts' graph: a network whose parts all weigh 0 is not run at all.
+        self.model = tf.keras.Model(model.inputs, [out for out, _ in kept])
+        self.scales = [scale for _, scale in kept]
         self.size = int(model.input_shape[1])
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
@@ -283,7 +285,6 @@ class ImageEncoder(tf.Module):  # loaded by `similarity.encoder` without TensorF
             [
                 scale * tf.math.l2_normalize(part, axis=1)
                 for part, scale in zip(parts, self.scales, strict=True)
-                if scale > 0
             ],
             axis=1,
         )
