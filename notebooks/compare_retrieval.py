@@ -9,7 +9,6 @@
 
 # COMMAND ----------
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -28,16 +27,11 @@ from fashionrec.lake.tables import read_table
 from fashionrec.retrieval.task import validation_set
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, train_worker
 from fashionrec.retrieval.vocab import vocabulary_from_lake
+from fashionrec.runner.widgets import widget_reader
 from fashionrec.training.distributed import SINGLE
 
-
-def parameter(name: str, default: str) -> str:
-    """A notebook widget on Databricks, an environment variable locally."""
-    try:
-        dbutils.widgets.text(name, default)
-        return dbutils.widgets.get(name)
-    except NameError:
-        return os.environ.get(f"FASHIONREC_{name.upper()}", default)
+# A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
+parameter = widget_reader(globals().get("dbutils"))
 
 
 spark = get_spark("compare-retrieval")

@@ -8,7 +8,6 @@
 
 # COMMAND ----------
 
-import os
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -16,15 +15,10 @@ from pyspark.sql import functions as F
 from fashionrec.config import TableLocator
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, table_exists
+from fashionrec.runner.widgets import widget_reader
 
-
-def parameter(name: str, default: str) -> str:
-    """A notebook widget on Databricks, an environment variable locally."""
-    try:
-        dbutils.widgets.text(name, default)
-        return dbutils.widgets.get(name)
-    except NameError:
-        return os.environ.get(f"FASHIONREC_{name.upper()}", default)
+# A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
+parameter = widget_reader(globals().get("dbutils"))
 
 
 spark = get_spark("explore-lakehouse")

@@ -27,6 +27,29 @@ def test_every_notebook_has_a_test():
     assert {p.name for p in NOTEBOOKS.glob("*.py")} == tested
 
 
+def test_a_notebook_parameter_is_a_widget_on_databricks_and_an_environment_variable_locally(monkeypatch):
+    from fashionrec.runner.widgets import widget_reader
+
+    class Widgets:  # the two calls of Databricks' `dbutils.widgets` a notebook makes
+        def __init__(self) -> None:
+            self.values: dict[str, str] = {"epochs": "5"}
+
+        def text(self, name: str, default: str) -> None:
+            self.values.setdefault(name, default)
+
+        def get(self, name: str) -> str:
+            return self.values[name]
+
+    monkeypatch.setenv("FASHIONREC_EPOCHS", "3")
+    monkeypatch.delenv("FASHIONREC_SCHEMA", raising=False)
+    local = widget_reader(None)
+    assert (local("epochs", "2"), local("schema", "fashionrec")) == ("3", "fashionrec")
+    dbutils = type("DBUtils", (), {"widgets": Widgets()})()
+    on_databricks = widget_reader(dbutils)  # the widget wins over the environment there
+    assert (on_databricks("epochs", "2"), on_databricks("schema", "fashionrec")) == ("5", "fashionrec")
+    assert dbutils.widgets.values["schema"] == "fashionrec"  # the widget is created with its default
+
+
 def test_explore_notebook_shows_tables_and_the_latest_evaluation(
     job_run, spark, monkeypatch, capsys, tmp_path
 ):

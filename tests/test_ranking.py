@@ -190,3 +190,14 @@ def test_cold_start_reach_counts_new_article_purchases_by_how_they_arrived():
         "in_candidates_without_visual": 0.25,  # only new2 also came from trending
         "in_top12": 0.25,
     }
+
+
+def test_the_job_and_the_backtest_choose_among_the_rankers_their_parameters_name():
+    from fashionrec.config import BacktestParams, RankingParams
+    from fashionrec.ranking.task import ranker_choices
+
+    booster, objectives, windows = ranker_choices(RankingParams(max_depth=4, min_child_weight=2.0))
+    assert (booster.max_depth, booster.min_child_weight) == (4, 2.0)
+    assert objectives == ("rank:ndcg", "binary:logistic") and windows == (0, 1, 4)  # auto / -1: every one
+    _, objectives, windows = ranker_choices(BacktestParams(objective="rank:ndcg", already_bought_weeks=1))
+    assert objectives == ("rank:ndcg",) and windows == (1,)

@@ -44,14 +44,14 @@ from fashionrec.lake.tables import overwrite_table
 from fashionrec.ranking.filters import FilterRules
 from fashionrec.ranking.frames import pipeline_config, week_frame, week_truth
 from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
-from fashionrec.ranking.model import OBJECTIVES, BoosterParams, Ranker, fit
+from fashionrec.ranking.model import Ranker, fit
 from fashionrec.ranking.rank import rank_frame
 from fashionrec.ranking.task import (
-    ALREADY_BOUGHT_CHOICES,
     bought_within,
     map_at_k,
     pinned_snapshot,
     ranked_lists,
+    ranker_choices,
     with_positives,
 )
 from fashionrec.recommender.layout import FEATURES
@@ -77,14 +77,7 @@ def _fit_fold(
     valid = frames[valid_week]
     if train.empty or with_positives(valid).empty:
         return None, 0, {"why": "no purchase among the candidates of the training or validation weeks"}
-    booster = BoosterParams(
-        max_depth=params.max_depth,
-        learning_rate=params.learning_rate,
-        rounds=params.rounds,
-        min_child_weight=params.min_child_weight,
-    )
-    objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
-    windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
+    booster, objectives, windows = ranker_choices(params)
     best: tuple[float, Ranker, int, int] | None = None
     for objective in objectives:
         ranker, rounds = fit(train, with_positives(valid), FEATURES, objective, booster)

@@ -58,6 +58,21 @@ __all__ = ["CONFIG_FILE", "QUALITY_FILE", "RANKER_DIR", "run_train_ranker"]
 ALREADY_BOUGHT_CHOICES = (0, 1, 4)
 
 
+def ranker_choices(params: RankingParams) -> tuple[BoosterParams, tuple[str, ...], tuple[int, ...]]:
+    """(trees, objectives, already-bought windows) to choose among on validation: every objective and
+    window when the parameters say `auto` / -1, else the one they name. The job and the backtest share it,
+    so both choose among the same rankers."""
+    booster = BoosterParams(
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        rounds=params.rounds,
+        min_child_weight=params.min_child_weight,
+    )
+    objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
+    windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
+    return booster, objectives, windows
+
+
 def _sample(truth: DataFrame, n: int, seed: int) -> DataFrame:
     return truth.orderBy(F.xxhash64("customer_id", F.lit(seed))).limit(n)
 
@@ -215,14 +230,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         val_actual = {c: a for c, a in val_actual.items() if c in set(val["customer_id"])}
     train = with_positives(pd.concat(train_parts, ignore_index=True))
 
-    booster = BoosterParams(
-        max_depth=params.max_depth,
-        learning_rate=params.learning_rate,
-        rounds=params.rounds,
-        min_child_weight=params.min_child_weight,
-    )
-    objectives = OBJECTIVES if params.objective == "auto" else (params.objective,)
-    windows = ALREADY_BOUGHT_CHOICES if params.already_bought_weeks < 0 else (params.already_bought_weeks,)
+    booster, objectives, windows = ranker_choices(params)
     distributed = len(train) > params.distributed_above_rows
     choices, best = [], None
     for objective in objectives:
