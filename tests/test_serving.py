@@ -308,9 +308,7 @@ def test_champion_moves_only_when_the_new_version_is_no_worse():
 
 @pytest.fixture(scope="module")
 def registered(spark, job_run) -> tuple[str, str]:
-    """`register` once more: (tracking URI, model URI). In the whole suite the lakehouse has new purchases
-    since the job ran (test_bundle's batch-scoring test lands a day), so a new version is registered; run
-    on its own, this file finds the job's champion built from the same inputs and serves it."""
+    """`register` once more (the lakehouse has new purchases since the job ran): (tracking URI, model URI)."""
     from fashionrec.config import RegisterParams
     from fashionrec.serving.register import run_register
 
@@ -323,10 +321,7 @@ def registered(spark, job_run) -> tuple[str, str]:
         ),
         spark,
     )
-    if registered["reason"].startswith("unchanged"):
-        assert registered["version"] == 1 and registered["alias"] == "champion", registered
-    else:  # equal test MAP@12: the champion moves to the new version
-        assert registered["version"] == 2 and registered["alias"] == "champion", registered
+    assert registered["version"] == 2 and registered["alias"] == "champion", registered  # equal MAP: moves
     return tracking, registered["model_uri"]
 
 
