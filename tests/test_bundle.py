@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
 
 import mlflow
@@ -179,38 +178,24 @@ def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run):
     assert again["committed"] is False and again["version"] == 1 and again["reason"].startswith("unchanged")
 
 
-def _recommendations(spark, lakehouse: Path) -> dict[str, tuple]:
-    rows = spark.read.format("delta").load(str(lakehouse / "recommendations")).collect()
-    return {r["customer_id"]: (list(r["article_ids"]), list(r["scores"]), r["fallback"]) for r in rows}
-
-
 def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_data):
-    from fashionrec.config import IngestParams, ScoringParams
-    from fashionrec.lake.ingest import run_ingest
+    from fashionrec.config import ScoringParams
     from fashionrec.ranking.score import run_batch_score
-    from tests.helpers import last_day, read_lines, write_lines
+    from tests.helpers import land_next_day, recommendation_rows
 
     lakehouse, artifacts = job_run / "lakehouse", str(job_run / "artifacts")
     params = ScoringParams(lakehouse=str(lakehouse), artifacts_dir=artifacts)
-    before = _recommendations(spark, lakehouse)
+    before = recommendation_rows(spark, lakehouse)
 
     again = run_batch_score(params, spark)  # no new data: nothing scored, nothing committed
     assert again["mode"] == "incremental" and again["customers_scored"] == 0 and not again["committed"]
-    assert _recommendations(spark, lakehouse) == before
+    assert recommendation_rows(spark, lakehouse) == before
 
     # A daily file lands: purchases on the target week's first day by two warm customers and a cold one.
     warm = sorted(c for c, (_, _, fallback) in before.items() if not fallback)[:2]
     cold = sorted(c for c, (_, _, fallback) in before.items() if fallback)[0]
-    data = job_run / "data"  # a landing folder holding only the new day: the tables exist already
-    tx_file = tiny_data / "transactions_train.csv"
-    day = (date.fromisoformat(last_day(tx_file)) + timedelta(days=1)).isoformat()
-    article = read_lines(tx_file)[1].split(",")[2]
-    (data / "transactions").mkdir(parents=True)
-    write_lines(
-        data / "transactions" / f"{day}.csv",
-        [read_lines(tx_file)[0], *(f"{day},{c},{article},0.0250,2" for c in (*warm, cold))],
-    )
-    landed = run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(data)), spark)
+    # The landing folder holds only the new day: the tables exist already.
+    day, landed = land_next_day(spark, lakehouse, tiny_data, job_run / "data", [*warm, cold])
     assert [(Path(r["source_file"]).name, r["inserted"]) for r in landed["ingest"]] == [(f"{day}.csv", 3)]
 
     incremental = run_batch_score(params, spark)
@@ -220,7 +205,7 @@ def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_
     assert merged["operation"] == "MERGE" and int(metrics["numTargetDeletionVectorsAdded"]) > 0
     assert int(metrics["numTargetFilesRemoved"]) == 0
     assert incremental["week"] == day and incremental["history_through"] == day
-    after = _recommendations(spark, lakehouse)
+    after = recommendation_rows(spark, lakehouse)
     assert after[cold][2] is False  # no longer a fallback list: the customer has history now
     unchanged = set(before) - {*warm, cold}
     assert all(after[c] == before[c] for c in unchanged)
@@ -235,7 +220,7 @@ def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_
         spark,
     )
     assert full["mode"] == "full (--full)" and full["customers_scored"] == len(before)
-    recomputed = _recommendations(spark, lakehouse)
+    recomputed = recommendation_rows(spark, lakehouse)
     assert set(recomputed) == set(after)
     for customer, (ids, scores, fallback) in recomputed.items():
         assert ids == after[customer][0] and fallback == after[customer][2], customer

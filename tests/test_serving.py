@@ -23,7 +23,34 @@ from fashionrec.config import TableLocator
 
 
 @pytest.fixture(scope="module")
-def snapshot(spark, job_run) -> Path:
+def new_purchases(spark, job_run, tiny_data) -> None:
+    """The lakehouse holds purchases newer than the job run's registration, so that `register` has new
+    inputs to build a version from. test_bundle's batch-scoring test lands them when the whole suite runs;
+    run on its own, this module lands a day the same way (and batch-scores it, so that `recommendations`
+    matches the lakehouse as the tests below expect)."""
+    from pyspark.sql import functions as F
+
+    from fashionrec.config import ScoringParams
+    from fashionrec.ranking.score import run_batch_score
+    from tests.helpers import land_next_day, last_day, recommendation_rows
+
+    lakehouse = job_run / "lakehouse"
+    latest = spark.read.format("delta").load(str(lakehouse / "transactions")).agg(F.max("t_dat")).first()[0]
+    if latest.isoformat() > last_day(tiny_data / "transactions_train.csv"):
+        return
+    rows = recommendation_rows(spark, lakehouse)
+    buyers = sorted(c for c, (_, _, fallback) in rows.items() if not fallback)[:2]
+    buyers.append(sorted(c for c, (_, _, fallback) in rows.items() if fallback)[0])
+    _, landed = land_next_day(spark, lakehouse, tiny_data, job_run / "data", buyers)
+    assert sum(r["inserted"] for r in landed["ingest"]) == len(buyers), landed
+    scored = run_batch_score(
+        ScoringParams(lakehouse=str(lakehouse), artifacts_dir=str(job_run / "artifacts")), spark
+    )
+    assert scored["customers_scored"] == len(buyers), scored
+
+
+@pytest.fixture(scope="module")
+def snapshot(spark, job_run, new_purchases) -> Path:
     from fashionrec.recommender.snapshot import build_snapshot
 
     out = job_run / "serving" / "snapshot"
@@ -307,7 +334,7 @@ def test_champion_moves_only_when_the_new_version_is_no_worse():
 
 
 @pytest.fixture(scope="module")
-def registered(spark, job_run) -> tuple[str, str]:
+def registered(spark, job_run, new_purchases) -> tuple[str, str]:
     """`register` once more (the lakehouse has new purchases since the job ran): (tracking URI, model URI)."""
     from fashionrec.config import RegisterParams
     from fashionrec.serving.register import run_register
