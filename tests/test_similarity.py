@@ -109,6 +109,26 @@ def test_encoder_parts_are_the_columns_of_the_models_kept_in_the_mix(tmp_path):
     }
 
 
+def test_neighbour_votes_are_the_weighted_class_histogram_of_the_nearest_training_photos():
+    from fashionrec.similarity.model import NeighbourVotes
+
+    memory = np.array([[1, 0], [0.96, 0.28], [0, 1], [-1, 0]], np.float32)  # unit rows
+    labels = np.array([0, 1, 2, 2])
+    layer = NeighbourVotes(memory, labels, classes=4, neighbours=3, temperature=0.1)
+    queries = np.array([[2.0, 0.0], [0.0, 0.5]], np.float32)  # scaled: cosines, not dot products
+    out = layer(queries).numpy()
+    similarity = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ memory.T
+    expected = np.zeros((2, 4))
+    for i, row in enumerate(similarity):
+        nearest_three = np.argsort(-row)[:3]
+        for j in nearest_three:
+            expected[i, labels[j]] += np.exp((row[j] - row[nearest_three[0]]) / 0.1)
+    np.testing.assert_allclose(out**2, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    assert out[:, 3].max() == 0.0  # a class no training photo has gets no vote
+    with pytest.raises(ValueError, match="3 training embeddings but 4 labels"):
+        NeighbourVotes(memory[:3], labels, classes=4)
+
+
 def test_augmented_batches_are_mirrored_zoomed_and_shifted_photos_of_the_same_size():
     from fashionrec.similarity.model import augment_batch
 
@@ -206,7 +226,7 @@ def test_compact_cosine_softmax_model_learns_every_key_and_its_encoder_takes_pho
         learning_rate=0.01,
     )
     names, model, losses = image_model.train(pixels, {"hue": hue, "bar": bar}, hp, log_epochs=False)
-    assert names == ["hue", "hue.classes", "bar", "bar.classes"]
+    assert names == ["hue", "hue.classes", "hue.votes", "bar", "bar.classes", "bar.votes"]
     assert all(values[-1] < values[0] for values in losses.values())
     parts = dict(zip(names, image_model.embed(model, pixels), strict=True))
     for key, classes in (("hue", hue), ("bar", bar)):
@@ -216,14 +236,17 @@ def test_compact_cosine_softmax_model_learns_every_key_and_its_encoder_takes_pho
         similarity = parts[key] @ parts[key].T - 2 * np.eye(len(pixels))  # not its own neighbour
         neighbours = np.argsort(-similarity, axis=1)[:, :3]
         assert (classes[neighbours] == classes[:, None]).mean() > 0.9  # one class embeds together
+        votes = parts[f"{key}.votes"] ** 2  # a training photo's nearest training photo is itself
+        np.testing.assert_allclose(votes.sum(axis=1), 1.0, rtol=1e-5)
+        assert (votes.argmax(axis=1) == classes).mean() > 0.9
 
-    weights = [0.5, 0.0, 0.2, 0.3]
+    weights = [0.5, 0.0, 0.1, 0.2, 0.1, 0.1]
     image_model.export(model, weights, tmp_path / "encoder")
     encoder = image_encoder.load(tmp_path / "encoder")
     expected = np.hstack([np.sqrt(w) * parts[n][:4] for n, w in zip(names, weights, strict=True) if w > 0])
     np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), expected, atol=1e-5)
     large = np.repeat(np.repeat(pixels[:4], 3, axis=1), 2, axis=2)  # 48 x 32: resized in the graph
     bigger = image_encoder.embed_saved(encoder, large)
-    assert bigger.shape == (4, 8 + 8 + 2)
+    assert bigger.shape == (4, 8 + 4 + 8 + 2 + 2)
     np.testing.assert_allclose(np.linalg.norm(bigger, axis=1), 1.0, rtol=1e-5)
     assert (bigger * expected).sum(axis=1).min() > 0.9  # the same pictures, larger
