@@ -237,8 +237,9 @@ def train(
     multi_similarity: class-balanced batches of `classes_per_batch` classes x `examples_per_class`; classes
     with fewer than two images (no positive pair) are left out; the embedding is the key's part.
     cosine_softmax: batches as the catalogue comes, every image; parts `key` (the embedding), `key.classes`
-    (`build_proxy_model`) and `key.votes` (`NeighbourVotes` over the training photos). One network per key rather than one backbone with a head per key:
-    on real photos a shared backbone learned type worse at equal batches (docs/benchmarks.md).
+    (`build_proxy_model`) and `key.votes` (`NeighbourVotes` over the training photos). One network per key
+    rather than one backbone with a head per key: on real photos a shared backbone learned type worse at
+    equal batches (docs/benchmarks.md).
     """
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     names, networks, losses = [], [], {}
