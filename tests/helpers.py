@@ -23,6 +23,13 @@ def recommendation_rows(spark, lakehouse: Path) -> dict[str, tuple]:
     return {r["customer_id"]: (list(r["article_ids"]), list(r["scores"]), r["fallback"]) for r in rows}
 
 
+def warm_and_cold(rows: dict[str, tuple]) -> tuple[list[str], str]:
+    """Two customers with a personal list and one with the fallback list, from `recommendation_rows`."""
+    warm = sorted(c for c, (_, _, fallback) in rows.items() if not fallback)[:2]
+    cold = sorted(c for c, (_, _, fallback) in rows.items() if fallback)[0]
+    return warm, cold
+
+
 def land_next_day(
     spark, lakehouse: Path, tiny_data: Path, landing: Path, customers: list[str]
 ) -> tuple[str, dict]:

@@ -181,7 +181,7 @@ def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run):
 def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_data):
     from fashionrec.config import ScoringParams
     from fashionrec.ranking.score import run_batch_score
-    from tests.helpers import land_next_day, recommendation_rows
+    from tests.helpers import land_next_day, recommendation_rows, warm_and_cold
 
     lakehouse, artifacts = job_run / "lakehouse", str(job_run / "artifacts")
     params = ScoringParams(lakehouse=str(lakehouse), artifacts_dir=artifacts)
@@ -192,8 +192,7 @@ def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_
     assert recommendation_rows(spark, lakehouse) == before
 
     # A daily file lands: purchases on the target week's first day by two warm customers and a cold one.
-    warm = sorted(c for c, (_, _, fallback) in before.items() if not fallback)[:2]
-    cold = sorted(c for c, (_, _, fallback) in before.items() if fallback)[0]
+    warm, cold = warm_and_cold(before)
     # The landing folder holds only the new day: the tables exist already.
     day, landed = land_next_day(spark, lakehouse, tiny_data, job_run / "data", [*warm, cold])
     assert [(Path(r["source_file"]).name, r["inserted"]) for r in landed["ingest"]] == [(f"{day}.csv", 3)]

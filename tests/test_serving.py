@@ -32,15 +32,14 @@ def new_purchases(spark, job_run, tiny_data) -> None:
 
     from fashionrec.config import ScoringParams
     from fashionrec.ranking.score import run_batch_score
-    from tests.helpers import land_next_day, last_day, recommendation_rows
+    from tests.helpers import land_next_day, last_day, recommendation_rows, warm_and_cold
 
     lakehouse = job_run / "lakehouse"
     latest = spark.read.format("delta").load(str(lakehouse / "transactions")).agg(F.max("t_dat")).first()[0]
     if latest.isoformat() > last_day(tiny_data / "transactions_train.csv"):
         return
-    rows = recommendation_rows(spark, lakehouse)
-    buyers = sorted(c for c, (_, _, fallback) in rows.items() if not fallback)[:2]
-    buyers.append(sorted(c for c, (_, _, fallback) in rows.items() if fallback)[0])
+    warm, cold = warm_and_cold(recommendation_rows(spark, lakehouse))
+    buyers = [*warm, cold]
     _, landed = land_next_day(spark, lakehouse, tiny_data, job_run / "data", buyers)
     assert sum(r["inserted"] for r in landed["ingest"]) == len(buyers), landed
     scored = run_batch_score(
