@@ -35,16 +35,6 @@ def test_holdout_keeps_every_colour_of_a_product_on_one_side():
     assert np.array_equal(mask, holdout_mask(codes, 0.3, seed=1))
 
 
-def test_weight_grid_covers_the_simplex():
-    from fashionrec.similarity.mixing import weight_grid
-
-    assert weight_grid(1) == [(1.0,)]
-    two = weight_grid(2, steps=4)
-    assert two == [(0.0, 1.0), (0.25, 0.75), (0.5, 0.5), (0.75, 0.25), (1.0, 0.0)]
-    three = weight_grid(3, steps=10)
-    assert len(three) == 66 and all(sum(w) == pytest.approx(1.0) for w in three)
-
-
 def test_mixed_embedding_is_unit_length_and_its_cosine_is_the_weighted_cosine():
     from fashionrec.similarity.mixing import combine
 
@@ -58,7 +48,7 @@ def test_mixed_embedding_is_unit_length_and_its_cosine_is_the_weighted_cosine():
     assert combine([a, b], [1.0, 0.0]).shape == (6, 4)  # a model with weight 0 is left out
 
 
-def test_choose_weights_picks_the_best_scoring_mix():
+def test_choose_weights_climbs_from_the_best_single_model_to_the_best_mix():
     from fashionrec.similarity.mixing import choose_weights
 
     a = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -71,7 +61,26 @@ def test_choose_weights_picks_the_best_scoring_mix():
 
     weights, value = choose_weights([a, b], score)
     assert weights == pytest.approx((0.3, 0.7)) and value == pytest.approx(0.0)
-    assert len(seen) == 11 and seen[0] == (2, 2) and seen[5] == (2, 4)  # ends of the grid: one model
+    assert seen[:2] == [(2, 2), (2, 2)]  # the two single models first: b alone is better
+    assert len(seen) == 6  # then 0.1, 0.2, 0.3, 0.4 of a, each scored once; 0.4 is worse: stop
+
+
+def test_choose_weights_finds_a_concave_optimum_among_nine_models_in_few_evaluations():
+    from fashionrec.similarity.mixing import choose_weights
+
+    models = 9
+    target = np.array([0.3, 0.0, 0.1, 0.2, 0.0, 0.0, 0.1, 0.3, 0.0])
+    parts = [np.eye(models)[:, [i]] for i in range(models)]  # row r of the mix holds √w_r
+    calls = []
+
+    def score(vectors: np.ndarray) -> float:
+        calls.append(1)
+        return -float((((vectors**2).sum(axis=1) - target) ** 2).sum())
+
+    weights, value = choose_weights(parts, score)
+    np.testing.assert_allclose(weights, target, atol=1e-9)
+    assert value == pytest.approx(0.0)
+    assert len(calls) < 1_000  # the full 1/10 grid of nine models has 48,620 points
 
 
 def test_augmented_copies_are_reproducible_mirrored_and_zoomed_views():

@@ -3,23 +3,16 @@
 Why: one model trained on product-type classes sees silhouettes and ignores colour; one trained on
 type×colour classes sees colour but loses part of the type signal (docs/benchmarks.md). The weighted
 concatenation is again unit length, and its cosine is Σ w_i·cos_i, so FAISS inner-product search on it
-ranks by a weighted mix of the models' similarities. The weights are chosen on validation products.
+ranks by a weighted mix of the models' similarities. The weights are chosen on validation products by
+a climb on the simplex grid: an exhaustive grid has C(n+9, 9) points (48,620 for nine parts), a climb
+needs a few dozen evaluations per part (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-
-def weight_grid(models: int, steps: int = 10) -> list[tuple[float, ...]]:
-    """Every weight vector on the simplex with entries in multiples of 1/steps (one model: (1.0,))."""
-    if models < 1:
-        raise ValueError("at least one model is needed")
-    grid = [counts for counts in itertools.product(range(steps + 1), repeat=models) if sum(counts) == steps]
-    return [tuple(c / steps for c in counts) for counts in grid]
 
 
 def combine(embeddings: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -33,11 +26,32 @@ def combine(embeddings: Sequence[np.ndarray], weights: Sequence[float]) -> np.nd
 def choose_weights(
     embeddings: Sequence[np.ndarray], score: Callable[[np.ndarray], float], steps: int = 10
 ) -> tuple[tuple[float, ...], float]:
-    """The grid weights whose combined embedding scores best (ties: the earliest on the grid)."""
-    best: tuple[tuple[float, ...], float] | None = None
-    for weights in weight_grid(len(embeddings), steps):
-        value = score(combine(embeddings, weights))
-        if best is None or value > best[1]:
-            best = (weights, value)
-    assert best is not None
-    return best
+    """Weights in multiples of 1/steps whose combined embedding scores best, found by steepest ascent.
+
+    Starts at the best single model and moves 1/steps of weight from one model to another while that
+    strictly improves the score (ties: the earliest model / move). A local optimum, not the grid's
+    maximum, but on the real photos' six parts it came within 0.0002 of it in 138 of 3,003 evaluations.
+    """
+    if not embeddings:
+        raise ValueError("at least one model is needed")
+    scores: dict[tuple[int, ...], float] = {}
+
+    def value(counts: tuple[int, ...]) -> float:
+        if counts not in scores:
+            scores[counts] = score(combine(embeddings, [c / steps for c in counts]))
+        return scores[counts]
+
+    models = range(len(embeddings))
+    current = max((tuple(steps * (i == j) for i in models) for j in models), key=value)
+    while True:
+        moves = [
+            tuple(c - (i == giver) + (i == taker) for i, c in enumerate(current))
+            for giver in models
+            if current[giver] > 0
+            for taker in models
+            if taker != giver
+        ]
+        best = max(moves, key=value, default=None)
+        if best is None or value(best) <= value(current):
+            return tuple(c / steps for c in current), value(current)
+        current = best
