@@ -55,9 +55,9 @@ from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, sea
 
 MODEL_DIR = Path("similarity") / "model"
 PRECISION_K = 5
-# Validation photos the mixing weights are chosen on, at most: every grid point is an exact neighbour
-# search among them (3,003 points for two keys' six parts), so a full catalogue's validation share is
-# sampled (hm_real_images has 2,407).
+# Validation photos the mixing weights are chosen on, at most: every weight vector the climb tries is an
+# exact neighbour search among them (~140 for two keys' six parts), so a full catalogue's validation
+# share is sampled (hm_real_images has 2,407).
 MIX_VALIDATION_PHOTOS = 4_000
 CATALOGUE_COLUMNS = (
     "product_code",
