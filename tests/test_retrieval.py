@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from fashionrec.retrieval.index import ArticleIndex, exact_search, recall_vs_exact
-from fashionrec.retrieval.inputs import encode, encode_history
+from fashionrec.retrieval.inputs import encode, encode_history, in_partition_order
 from tests.conftest import REPO_ROOT
 
 
@@ -33,6 +33,21 @@ def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
     centres = rng.normal(size=(50, dim))
     x = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_snapshot_files_are_read_in_partition_order_whatever_their_uuids():
+    files = [
+        "file:/lake/t/part-00002-ffff-c000.snappy.parquet",
+        "file:/lake/t/part-00000-eeee-c000.snappy.parquet",
+        "file:/lake/t/week=3/part-00001-0000-c000.snappy.parquet",
+        "file:/lake/t/part-00000-aaaa-c000.snappy.parquet",
+    ]
+    assert [f.rsplit("/", 1)[-1][5:15] for f in in_partition_order(files)] == [
+        "00000-aaaa",
+        "00000-eeee",
+        "00001-0000",
+        "00002-ffff",
+    ]
 
 
 def test_exact_index_matches_brute_force_and_round_trips(tmp_path):

@@ -37,6 +37,20 @@ def local_path(uri: str) -> str:
     return uri
 
 
+def in_partition_order(files: list[str]) -> list[str]:
+    """A snapshot's files in the order of the Spark partitions that wrote them (part-00000 first; the UUID
+    in each name breaks ties between writes). `inputFiles()` lists them in another order on every fresh
+    lakehouse, and rows in another order train other towers: in this order two lakehouses built from the
+    same data give the same model."""
+
+    def key(uri: str) -> tuple[str, str]:
+        name = uri.rsplit("/", 1)[-1]
+        parts = name.split("-")
+        return (parts[1] if len(parts) > 2 and parts[0] == "part" else "", name)
+
+    return sorted(files, key=key)
+
+
 def encode(values: pa.Array | pa.ChunkedArray, vocabulary: list[str] | pa.Array) -> np.ndarray:
     """Vocabulary index + 1 of each string; 0 for unknown or null (the OOV bucket)."""
     found = pc.index_in(
