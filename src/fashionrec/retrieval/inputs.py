@@ -122,7 +122,8 @@ def read_shard(
 ) -> Shard:
     """The `worker`-th of `workers` disjoint shards of the snapshot's rows from `min_week` on, encoded;
     together the shards cover every such row (tested)."""
-    dataset = ds.dataset([local_path(f) for f in files], format="parquet")
+    # In partition order, whatever order the caller listed them in: every worker slices the same rows.
+    dataset = ds.dataset([local_path(f) for f in in_partition_order(files)], format="parquet")
     columns = ["customer_id", "age", "month_sin", "month_cos", "history", "week", *CANDIDATE_INPUTS]
     articles = pa.array(vocab.articles, pa.string())
     parts: list[dict[str, np.ndarray]] = []

@@ -31,7 +31,7 @@ from fashionrec.config import IndexParams, RetrievalParams, Tables
 from fashionrec.features.splits import Splits
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, overwrite_table, read_table
-from fashionrec.retrieval.inputs import encode_queries, in_partition_order
+from fashionrec.retrieval.inputs import encode_queries
 from fashionrec.retrieval.queries import query_table
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, ValidationSet, train_worker
 from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary, vocabulary_from_lake
@@ -130,9 +130,7 @@ def training_spec(
     vocab = vocabulary_from_lake(spark, tables, splits.val_week, params.min_customer_purchases)
     files = read_table(spark, tables, Tables.RETRIEVAL_TRAINING_SET, version=version).inputFiles()
     queries, validation = validation_set(spark, params, splits, vocab, "val")
-    return TrainingSpec(
-        files=in_partition_order(list(files)), vocab=vocab, validation=validation, seed=params.seed
-    ), queries
+    return TrainingSpec(files=list(files), vocab=vocab, validation=validation, seed=params.seed), queries
 
 
 def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = None) -> dict[str, Any]:
