@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fashionrec.ranking.filters import FilterRules
-from fashionrec.recommender.core import Recommender
+from fashionrec.recommender.core import Recommender, drawn_per_customer
 from fashionrec.recommender.layout import ARTICLE_FEATURES, CUSTOMER_TABLE_FEATURES, FEATURES, CandidateCounts
 
 WEEK = 2650
@@ -199,6 +199,23 @@ def test_random_negatives_have_no_source_rank(tmp_path):
     assert drawn and all(found.article_ids[i] not in plain for i in drawn)
     assert np.isnan(found.ranks[drawn]).all()
     assert found.sources == core.candidates(["c3"], random_negatives=20, seed=1).sources  # seeded
+
+
+def test_random_negatives_of_a_customer_do_not_depend_on_its_batch(tmp_path):
+    # Spark hands the core its customers in batches whose make-up and order vary between runs.
+    core = load(tmp_path)
+
+    def drawn(batch: list[str], seed: int = 1) -> set[str]:
+        found = core.candidates(batch, random_negatives=3, seed=seed)
+        rows = zip(found.customer_ids, found.article_ids, found.sources, strict=True)
+        return {a for c, a, s in rows if c == "c3" and "random" in s}
+
+    alone = drawn(["c3"])
+    assert alone and alone == drawn(["c1", "c2", "c3"]) == drawn(["c3", "c1"])
+    # ... and still random: another seed or another customer draws other articles.
+    many = drawn_per_customer(["c1", "c3"], 1_000_000, 5, seed=1)
+    assert (many[1] == drawn_per_customer(["c3"], 1_000_000, 5, seed=1)[0]).all()
+    assert (many[0] != many[1]).any() and (many[1] != drawn_per_customer(["c3"], 1_000_000, 5, seed=2)).any()
 
 
 def test_business_rules_flag_each_removal(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,6 +101,16 @@ class StageTimer:
 
 class UnknownArticleError(KeyError):
     """An article id the snapshot's catalogue does not hold."""
+
+
+def drawn_per_customer(customer_ids: list[str], n: int, count: int, seed: int) -> np.ndarray:
+    """`count` random indices below `n` per customer, seeded by the customer's id and `seed`: the same
+    for a customer whichever batch (Spark task, row order) it arrives in, so training rows repeat."""
+    rows = [
+        np.random.default_rng((seed, zlib.crc32(customer.encode()))).integers(0, n, count)
+        for customer in customer_ids
+    ]
+    return np.array(rows, dtype=np.int64).reshape(len(customer_ids), count)
 
 
 class Recommender:
@@ -500,8 +511,7 @@ class Recommender:
             add(person, "popular", popular)
             add(person, "age_band", self.band_rows.get(self._band(customer), [])[: self.counts["age_band"]])
         if random_negatives > 0:
-            rng = np.random.default_rng(seed)
-            drawn = rng.integers(0, len(self.articles), (len(customer_ids), random_negatives))
+            drawn = drawn_per_customer(customer_ids, len(self.articles), random_negatives, seed)
             for person, row in enumerate(drawn):
                 who.extend([person] * len(row))
                 articles.extend(self.articles.index[row])

@@ -8,7 +8,6 @@ shuffle of candidate rows.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,8 +90,7 @@ def candidate_rows(
             ids = [c for c in use_batch(core, batch) if core.is_warm(c)]
             if not ids:
                 continue
-            batch_seed = seed + zlib.crc32(ids[0].encode())  # stable whatever the partitioning
-            found = core.candidates(ids, random_negatives, batch_seed)
+            found = core.candidates(ids, random_negatives, seed)
             removed = core.removals(found.customer_ids, found.article_ids)
             reasons = [[] for _ in found.article_ids]
             for rule, flags in removed.items():
