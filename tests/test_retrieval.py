@@ -188,10 +188,12 @@ def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
         {"article_id": np.asarray(vocab.articles, dtype=object)}
         | {c: np.asarray(v, dtype=object) for c, v in vocab.article_categories.items()}
     ).numpy()
-    via_strings = recall_against_catalog(
-        embed_queries(query_encoder, queries), catalog, vocab.articles, spec.validation.actual, (12, 100)
-    )
+    whole = embed_queries(query_encoder, queries)
+    via_strings = recall_against_catalog(whole, catalog, vocab.articles, spec.validation.actual, (12, 100))
     assert via_strings == pytest.approx(result.metrics, abs=1e-6)
+    # A customer's vector, bit for bit, whatever batch Spark hands it in (batch scoring, ranker rows).
+    in_sevens = [embed_queries(query_encoder, queries.slice(s, 7)) for s in range(0, queries.num_rows, 7)]
+    np.testing.assert_array_equal(np.concatenate(in_sevens), whole)
 
 
 def test_training_is_reproducible_for_a_seed_and_varies_with_it(training):

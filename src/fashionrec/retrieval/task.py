@@ -230,12 +230,22 @@ def embed_catalog(candidate_encoder: Any, articles: pa.Table, batch: int = 8192)
     return np.concatenate(parts)
 
 
+QUERY_ROWS_MULTIPLE = 64
+
+
 def embed_queries(query_encoder: Any, queries: pa.Table, batch: int = 8192) -> np.ndarray:
+    """Query-tower embeddings of `queries` rows. Each chunk is padded (its last row repeated) to a multiple
+    of 64 rows: the CPU kernels round a row differently when it falls in a partial block, so unpadded, a
+    customer's vector (and, at near ties, its top-100) would depend on how many others shared its batch."""
     from fashionrec.features.history import HISTORY_LENGTH
 
     parts = []
     for start in range(0, queries.num_rows, batch):
         chunk = queries.slice(start, batch)
+        rows = chunk.num_rows
+        fill = [rows - 1] * (-rows % QUERY_ROWS_MULTIPLE)
+        if fill:
+            chunk = pa.concat_tables([chunk, chunk.take(fill)])
         history = [(h or [])[-HISTORY_LENGTH:] for h in chunk.column("history").to_pylist()]
         padded = np.array(
             [[""] * (HISTORY_LENGTH - len(h)) + list(h) for h in history], dtype=object
@@ -250,7 +260,7 @@ def embed_queries(query_encoder: Any, queries: pa.Table, batch: int = 8192) -> n
                     "month_cos": chunk.column("month_cos").to_numpy().astype(np.float32),
                     "history": padded,
                 }
-            ).numpy()
+            ).numpy()[:rows]
         )
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
