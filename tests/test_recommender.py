@@ -102,12 +102,18 @@ def write_snapshot(folder: Path, rules: FilterRules, counts: CandidateCounts, av
     return folder
 
 
-def load(tmp_path: Path, rules: FilterRules | None = None, availability: bool = False) -> Recommender:
+def load(
+    tmp_path: Path,
+    rules: FilterRules | None = None,
+    availability: bool = False,
+    reverse_articles: bool = False,
+) -> Recommender:
     rules = rules or FilterRules()
     counts = CandidateCounts(two_tower=0, trending=1, age_band=1, popular=2, favourite_type=3)
-    core = Recommender(
-        write_snapshot(tmp_path / "snapshot", rules, counts, availability), tmp_path, False, ranker=False
-    )
+    snapshot = write_snapshot(tmp_path / "snapshot", rules, counts, availability)
+    if reverse_articles:  # Spark writes the catalogue's rows in no fixed order
+        pd.read_parquet(snapshot / "articles.parquet").iloc[::-1].to_parquet(snapshot / "articles.parquet")
+    core = Recommender(snapshot, tmp_path, False, ranker=False)
     north = "north"
     customers = pd.DataFrame(
         {
@@ -211,6 +217,18 @@ def test_random_negatives_of_a_customer_do_not_depend_on_its_batch(tmp_path):
         return {a for c, a, s in rows if c == "c3" and "random" in s}
 
     alone = drawn(["c3"])
+    # ... nor on the order of the snapshot's catalogue rows.
+    batch = ["c1", "c2", "c3"]
+    found = core.candidates(batch, random_negatives=3, seed=1)
+    reversed_core = load(tmp_path / "reversed", reverse_articles=True)
+    again = reversed_core.candidates(batch, random_negatives=3, seed=1)
+    assert (again.customer_ids, again.article_ids, again.sources) == (
+        found.customer_ids,
+        found.article_ids,
+        found.sources,
+    )
+    np.testing.assert_array_equal(again.ranks, found.ranks)
+    np.testing.assert_array_equal(reversed_core.features(again, FEATURES), core.features(found, FEATURES))
     assert alone and alone == drawn(["c1", "c2", "c3"]) == drawn(["c3", "c1"])
     # ... and still random: another seed or another customer draws other articles.
     many = drawn_per_customer(["c1", "c3"], 1_000_000, 5, seed=1)

@@ -136,7 +136,9 @@ class Recommender:
         self.counts = pipeline["candidates"]
         self.k, self.max_per_type = int(pipeline["k"]), int(pipeline["max_per_type"])
         self.first_day = self.week * 7
-        self.articles = pd.read_parquet(folder / "articles.parquet").set_index("article_id")
+        # Sorted: Spark writes the rows in another order each run, and row positions pick random
+        # negatives and break ties, so an unsorted catalogue would make each run's training rows differ.
+        self.articles = pd.read_parquet(folder / "articles.parquet").set_index("article_id").sort_index()
         tops = pd.read_parquet(folder / "tops.parquet")
         trending = tops[tops["list"] == "trending"].sort_values("source_rank")
         self.trending = trending[["article_id", "source_rank", "source_score"]].reset_index(drop=True)

@@ -7,7 +7,7 @@ string lookups in front, so serving sends raw ids and training never pays for lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,18 @@ def _unit_float32(x: Any) -> Any:
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=1)
 
 
+def _plain_config(sizes: dict[str, int], config: TowerConfig) -> dict[str, Any]:
+    """A tower's constructor arguments as plain values: without it, saving the encoders warns (once per
+    tower) that the `TowerConfig` argument cannot be serialised."""
+    return {"sizes": dict(sizes), "config": asdict(config)}
+
+
 class QueryTower(tf.keras.Model):
     """Customer id (OOV bucket 0), normalised age, month on the unit circle, mean of recent purchases."""
 
     def __init__(self, customers: int, articles: int, config: TowerConfig) -> None:
         super().__init__(name="query_tower")
+        self.sizes, self.config = {"customers": customers, "articles": articles}, config
         dim = config.embedding_dim
         self.customer_embedding = tf.keras.layers.Embedding(customers, dim, name="customer_embedding")
         self.history_embedding = tf.keras.layers.Embedding(articles, dim, name="history_embedding")
@@ -67,12 +74,16 @@ class QueryTower(tf.keras.Model):
         )
         return _unit_float32(self.mlp(x))
 
+    def get_config(self) -> dict[str, Any]:
+        return _plain_config(self.sizes, self.config)
+
 
 class CandidateTower(tf.keras.Model):
     """Article id plus garment group, index group, product type and colour group embeddings."""
 
     def __init__(self, sizes: dict[str, int], config: TowerConfig) -> None:
         super().__init__(name="candidate_tower")
+        self.sizes, self.config = dict(sizes), config
         dim = config.embedding_dim
         self.article_embedding = tf.keras.layers.Embedding(sizes["article_id"], dim, name="article_embedding")
         self.category_embeddings = {
@@ -85,6 +96,9 @@ class CandidateTower(tf.keras.Model):
         parts = [self.article_embedding(inputs["article_id"])]
         parts += [self.category_embeddings[name](inputs[name]) for name in ARTICLE_CATEGORIES]
         return _unit_float32(self.mlp(tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=1)))
+
+    def get_config(self) -> dict[str, Any]:
+        return _plain_config(self.sizes, self.config)
 
 
 class TwoTower(tfrs.Model):
