@@ -217,10 +217,18 @@ def test_random_negatives_of_a_customer_do_not_depend_on_its_batch(tmp_path):
         return {a for c, a, s in rows if c == "c3" and "random" in s}
 
     alone = drawn(["c3"])
-    # ... nor on the order of the snapshot's catalogue rows.
+    assert alone and alone == drawn(["c1", "c2", "c3"]) == drawn(["c3", "c1"])
+    # ... and still random: another seed or another customer draws other articles.
+    many = drawn_per_customer(["c1", "c3"], 1_000_000, 5, seed=1)
+    assert (many[1] == drawn_per_customer(["c3"], 1_000_000, 5, seed=1)[0]).all()
+    assert (many[0] != many[1]).any() and (many[1] != drawn_per_customer(["c3"], 1_000_000, 5, seed=2)).any()
+
+
+def test_candidates_do_not_depend_on_the_row_order_of_the_catalogue_file(tmp_path):
+    # Spark writes the snapshot's articles in another order each run; row positions pick random negatives.
     batch = ["c1", "c2", "c3"]
+    core, reversed_core = load(tmp_path / "as_written"), load(tmp_path / "reversed", reverse_articles=True)
     found = core.candidates(batch, random_negatives=3, seed=1)
-    reversed_core = load(tmp_path / "reversed", reverse_articles=True)
     again = reversed_core.candidates(batch, random_negatives=3, seed=1)
     assert (again.customer_ids, again.article_ids, again.sources) == (
         found.customer_ids,
@@ -229,11 +237,6 @@ def test_random_negatives_of_a_customer_do_not_depend_on_its_batch(tmp_path):
     )
     np.testing.assert_array_equal(again.ranks, found.ranks)
     np.testing.assert_array_equal(reversed_core.features(again, FEATURES), core.features(found, FEATURES))
-    assert alone and alone == drawn(["c1", "c2", "c3"]) == drawn(["c3", "c1"])
-    # ... and still random: another seed or another customer draws other articles.
-    many = drawn_per_customer(["c1", "c3"], 1_000_000, 5, seed=1)
-    assert (many[1] == drawn_per_customer(["c3"], 1_000_000, 5, seed=1)[0]).all()
-    assert (many[0] != many[1]).any() and (many[1] != drawn_per_customer(["c3"], 1_000_000, 5, seed=2)).any()
 
 
 def test_business_rules_flag_each_removal(tmp_path):
