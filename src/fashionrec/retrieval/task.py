@@ -41,6 +41,7 @@ from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, sea
 
 TOWERS = Path("retrieval") / "towers"
 INDEX_FILE = Path("retrieval") / "index.npz"
+QUERY_ROWS_MULTIPLE = 64  # `embed_queries` pads each chunk to a multiple of this many rows
 TRAINING_SOURCES = (
     Tables.RETRIEVAL_TRAINING_SET,
     Tables.CUSTOMER_FEATURES,
@@ -230,13 +231,11 @@ def embed_catalog(candidate_encoder: Any, articles: pa.Table, batch: int = 8192)
     return np.concatenate(parts)
 
 
-QUERY_ROWS_MULTIPLE = 64
-
-
 def embed_queries(query_encoder: Any, queries: pa.Table, batch: int = 8192) -> np.ndarray:
     """Query-tower embeddings of `queries` rows. Each chunk is padded (its last row repeated) to a multiple
-    of 64 rows: the CPU kernels round a row differently when it falls in a partial block, so unpadded, a
-    customer's vector (and, at near ties, its top-100) would depend on how many others shared its batch."""
+    of `QUERY_ROWS_MULTIPLE` rows: the CPU kernels round a row differently when it falls in a partial
+    block, so unpadded, a customer's vector (and, at near ties, its top-100) would depend on how many
+    others shared its batch."""
     from fashionrec.features.history import HISTORY_LENGTH
 
     parts = []
