@@ -71,6 +71,7 @@ def _real_ranker(tmp_path) -> tuple[Ranker, pd.DataFrame]:
     half = frame["qid"] < 20
     ranker, rounds = fit(frame[half], frame[~half], ["f1", "f2"], "rank:ndcg", BoosterParams(rounds=30))
     assert 1 <= rounds <= 30
+    assert ranker.booster.num_boosted_rounds() == rounds  # the chosen round is the one served
     ranker.save(tmp_path / "ranker")
     return Ranker.load(tmp_path / "ranker"), frame
 
@@ -99,6 +100,7 @@ def test_xgboost_spark_trains_a_ranker_that_learns_the_signal(spark, tmp_path):
         workers=2,
     )
     assert 1 <= rounds <= 20
+    assert ranker.booster.num_boosted_rounds() == rounds
     assert np.corrcoef(ranker.score(frame), frame["f1"])[0, 1] > 0.5
     ranker.save(tmp_path / "distributed")
     assert Ranker.load(tmp_path / "distributed").objective == "rank:ndcg"

@@ -131,7 +131,16 @@ def fit(
         early_stopping_rounds=params.early_stopping_rounds,
         verbose_eval=False,
     )
-    return Ranker(booster, objective, features), int(booster.best_iteration) + 1
+    return _best_rounds(booster, objective, features, int(booster.best_iteration) + 1)
+
+
+def _best_rounds(
+    booster: xgb.Booster, objective: str, features: list[str], rounds: int
+) -> tuple[Ranker, int]:
+    """The ranker of the best validation round. Early stopping keeps the trees it grew after the best
+    round, and `inplace_predict` / saved models use every tree: without the cut the served model is
+    `early_stopping_rounds` rounds past the one that was chosen."""
+    return Ranker(booster[:rounds], objective, features), rounds
 
 
 def fit_distributed(
@@ -172,4 +181,5 @@ def fit_distributed(
     booster = model.get_booster()
     booster.feature_names = features
     best = booster.attr("best_iteration")
-    return Ranker(booster, objective, features), (int(best) + 1 if best is not None else params.rounds)
+    rounds = int(best) + 1 if best is not None else booster.num_boosted_rounds()
+    return _best_rounds(booster, objective, features, rounds)
