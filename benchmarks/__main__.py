@@ -16,6 +16,7 @@ ON_REQUEST = [
     "backtest",
     "executors",
     "images_real",
+    "oracle_gap",
     "landing",
     "refresh",
 ]  # long: run with --only
