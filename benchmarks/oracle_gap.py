@@ -20,21 +20,22 @@ import pandas as pd
 
 from fashionrec.data.truth import SyntheticTruth
 from fashionrec.data.vocabulary import PRODUCT_TYPES
-from fashionrec.evaluation.metrics import average_precision_at_k
+from fashionrec.evaluation.baselines import decayed_sales
+from fashionrec.features.weeks import week_of
+from fashionrec.lake.session import get_spark
+from fashionrec.ranking.task import map_at_k
 
 K = 12
 SMOOTHING = (3.0, 10.0, 30.0)  # pseudo-counts of the population's shares in the taste estimate
-DEMAND_WEEKS = 8  # observed sales, each weighted 0.5 ** (days before the week / 7)
 
 
-def _observed_demand(
-    before: pd.DataFrame, position: Mapping[str, int], n: int, start: pd.Timestamp
-) -> np.ndarray:
-    """Decayed sales of the last DEMAND_WEEKS weeks per article (+0.01, so unsold articles stay possible)."""
-    recent = before[before["t_dat"] >= start - pd.Timedelta(days=7 * DEMAND_WEEKS)]
-    weight = 0.5 ** ((start - recent["t_dat"]).dt.days.to_numpy() / 7.0)
+def _observed_demand(before: pd.DataFrame, week: int, position: Mapping[str, int], n: int) -> np.ndarray:
+    """The recommender's `decayed_sales` per article (+0.01, so unsold articles stay possible), through the
+    one implementation the baselines and features use (`evaluation.baselines.decayed_sales`)."""
+    spark = get_spark("fashionrec-oracle-gap")
+    sales = decayed_sales(spark.createDataFrame(before[["t_dat", "article_id"]]), week).toPandas()
     demand = np.full(n, 0.01)
-    np.add.at(demand, recent["article_id"].map(position).to_numpy(), weight)
+    demand[sales["article_id"].map(position).to_numpy()] += sales["decayed_sales"].to_numpy()
     return demand
 
 
@@ -52,8 +53,7 @@ def _estimated_taste(
         (truth.master, truth.colour_pref.shape[1]),
     ):
         prior = np.bincount(attribute[all_bought], minlength=size) / len(all_bought)
-        out = np.empty((len(truth.customer_ids), size))
-        out[:] = 1.0
+        out = np.ones((len(truth.customer_ids), size))
         for row, bought in zip(rows, histories, strict=True):
             counts = np.bincount(attribute[np.asarray(bought, dtype=np.int64)], minlength=size)
             out[row] = (counts + alpha * prior) / (len(bought) + alpha) / np.maximum(prior, 1e-9)
@@ -81,17 +81,14 @@ def run(scale: str) -> dict[str, Any]:
     )
     position = truth.article_pos
 
-    def map_at_k() -> float:
-        lists = truth.top_k(buyers, week, history, K)
-        return float(np.mean([average_precision_at_k(actual[c], lists[c], K) for c in buyers]))
-
     rows: list[dict[str, Any]] = []
 
     def measure(name: str) -> None:
-        rows.append({"oracle's inputs": name, f"map@{K}": round(map_at_k(), 4)})
+        score = map_at_k({c: actual[c] for c in buyers}, truth.top_k(buyers, week, history, K), K)
+        rows.append({"oracle's inputs": name, f"map@{K}": round(score, 4)})
 
     measure("true taste, true repeat, the week's true demand (the oracle)")
-    truth.popularity[week] = _observed_demand(before, position, len(truth.article_ids), start)
+    truth.popularity[week] = _observed_demand(before, week_of(start.date()), position, len(truth.article_ids))
     measure("true taste, true repeat, observed demand (decayed sales)")
     known = [c for c in buyers if c in history]
     customer_rows = np.array([truth.customer_pos[c] for c in known])

@@ -30,7 +30,7 @@ def test_taste_estimate_is_the_shoppers_share_over_the_populations_smoothed():
     assert (index[0] == 1).all()  # shoppers without purchases keep the population's taste
 
 
-def test_the_true_inputs_rank_best_on_the_tiny_set(tiny_data, tmp_path, monkeypatch):
+def test_the_true_inputs_rank_best_on_the_tiny_set(spark, tiny_data, tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tiny").symlink_to(tiny_data)
     monkeypatch.chdir(tmp_path)
