@@ -37,6 +37,37 @@ def test_realism_figures_of_one_week_by_hand():
     assert figures["online_share"] == pytest.approx(5 / 7)
 
 
+def test_taste_lift_by_hand():
+    # The week before: A buys two tops and a skirt (favourite: top), B a skirt (favourite: skirt). This
+    # week A buys a top (in the favourite) and a skirt, B a top. Chance puts A's two purchases in "top"
+    # with the week's share 2/3 each and B's in "skirt" with 1/3: 5/3 expected, 1 seen.
+    rows = [
+        ("2020-09-02", "A", "0100000001"),
+        ("2020-09-03", "A", "0100000001"),
+        ("2020-09-03", "A", "0200000001"),
+        ("2020-09-04", "B", "0200000001"),
+        ("2020-09-09", "A", "0100000001"),
+        ("2020-09-10", "A", "0200000001"),
+        ("2020-09-10", "B", "0100000001"),
+    ]
+    tx = pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id"]).assign(
+        price=0.01, sales_channel_id=2
+    )
+    articles = pd.DataFrame(
+        {
+            "article_id": ["0100000001", "0200000001"],
+            "index_group_name": ["Ladieswear", "Ladieswear"],
+            "product_type_name": ["Top", "Skirt"],
+            "colour_group_name": ["Black", "White"],
+        }
+    )
+    figures = realism(tx, weeks=1, articles=articles)
+    assert figures["taste_product_type"] == pytest.approx(1 / (5 / 3))
+    assert figures["taste_colour_group"] == pytest.approx(1 / (5 / 3))  # colour follows type here
+    assert figures["taste_index_group"] == pytest.approx(1.0)  # one index group: every purchase is chance
+    assert "taste_product_type" not in realism(tx, weeks=1)  # no articles, no taste figures
+
+
 # Measured on the 721 real customers of ../shared/hm_real_dev (last 8 weeks; docs/benchmarks.md), so
 # this test runs without ../shared.
 REAL_FIGURES = {
@@ -47,6 +78,9 @@ REAL_FIGURES = {
     "active_customer_share": 0.055,
     "sales_gini": 0.285,
     "online_share": 0.696,
+    "taste_index_group": 1.074,
+    "taste_product_type": 1.830,
+    "taste_colour_group": 1.089,
 }
 
 
