@@ -45,7 +45,7 @@ PRICE_SCALE = 590.0  # Kaggle prices are SEK / 590 (approximately)
 # Popularity shape: log-normal base demand, slow fading. With the `small` scale below, 721 random
 # generated customers match 721 real ones (`../shared/hm_real_dev`) within 25% on repeat purchases of an
 # article / a product, last week's top-12 share, activity, purchases per active week, the Gini of article
-# sales, prices and the online share (`python -m benchmarks --only realism`).
+# sales, prices, the online share and the strength of tastes (`python -m benchmarks --only realism`).
 POPULARITY_SIGMA = 0.75
 HALF_LIFE_WEEKS = 12.0
 FADE_FLOOR = 0.15

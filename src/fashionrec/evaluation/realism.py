@@ -13,7 +13,7 @@ Measured over the last `weeks` weeks of the file (weeks run Wednesday to Tuesday
   purchases of the TASTE_WINDOW weeks before), chance being the week's share of purchases with that value.
   An oracle that knows each shopper's true taste gains over one that estimates it from their purchases as
   far as tastes are strong, so a generated world's oracle bound means something only if these match.
-Pure pandas: reads the three CSV files, no Spark.
+Pure pandas: reads transactions_train.csv and articles.csv, no Spark.
 """
 
 from __future__ import annotations
