@@ -251,7 +251,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def make_customers(
-    rng: np.random.Generator, n: int, weeks: int, items_per_week: float, taste: Taste = REAL_TASTE
+    rng: np.random.Generator, n: int, weeks: int, items_per_week: float, taste: Taste
 ) -> Customers:
     mix = rng.random(n)
     age = np.where(
