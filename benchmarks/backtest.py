@@ -39,5 +39,6 @@ def run(scale: str) -> dict[str, Any]:
         "live_vs_baseline",
         "pipeline_vs_baseline",
         "candidate_recall",
+        "candidate_hit_rate",
     )
     return {**{k: figures[k] for k in keep}, "wall_seconds": round(time.perf_counter() - started, 1)}

@@ -99,6 +99,9 @@ def test_backtest_reports_every_method_pooled_and_per_week(backtest):
     assert len(figures["per_week"]) == 2
     written = json.loads((Path(params.reports_dir) / "backtest.json").read_text())
     assert written["customer_weeks"] == figures["customer_weeks"] > 0
+    rates = figures["candidate_hit_rate"]
+    assert rates and all(0 <= r <= 1 for r in rates.values())
+    assert rates["repurchase"] > 0  # tiny's shoppers buy again: some repurchase candidate is bought
 
 
 def test_backtest_lists_rescore_to_the_reported_figures(spark, backtest):

@@ -139,6 +139,7 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
         m["method"] for m in ranker["metrics"]
     }
     assert 0 < ranker["candidate_recall_test"]["union"] <= 1
+    assert 0 < max(ranker["candidate_hit_rate_test"].values()) <= 1
     assert ranker["filters_test"]["candidates"] >= ranker["filters_test"]["kept"] > 0
     assert (tmp_path / "reports" / "ranker_importance.png").exists()
     assert "full_pipeline" in {row["method"] for row in written["tasks"]["evaluate"]["metrics"]}

@@ -194,6 +194,26 @@ def test_cold_start_reach_counts_new_article_purchases_by_how_they_arrived():
     }
 
 
+def test_candidate_hit_rate_is_the_bought_share_of_each_sources_candidates():
+    import pandas as pd
+
+    from fashionrec.ranking.frames import candidate_hit_rate
+    from fashionrec.recommender.layout import ABSENT_RANK, SOURCES
+
+    absent = [ABSENT_RANK] * 4
+    frame = pd.DataFrame(
+        {
+            "label": [1, 0, 0, 1],
+            **{f"rank_{s}": absent for s in SOURCES},
+            "rank_repurchase": [0, 1, ABSENT_RANK, ABSENT_RANK],  # 1 of its 2 candidates bought
+            "rank_trending": [ABSENT_RANK, 0, 1, 2],  # 1 of 3
+            "rank_popular": [0, ABSENT_RANK, ABSENT_RANK, 3],  # 2 of 2
+        }
+    )
+    # Sources that proposed nothing (every other one here) are left out rather than reported as 0.
+    assert candidate_hit_rate(frame) == {"repurchase": 0.5, "trending": 0.3333, "popular": 1.0}
+
+
 def test_the_job_and_the_backtest_choose_among_the_rankers_their_parameters_name():
     from fashionrec.config import BacktestParams, RankingParams
     from fashionrec.ranking.task import ranker_choices

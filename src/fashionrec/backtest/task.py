@@ -42,7 +42,7 @@ from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table
 from fashionrec.ranking.filters import FilterRules
-from fashionrec.ranking.frames import pipeline_config, week_frame, week_truth
+from fashionrec.ranking.frames import candidate_hit_rate, pipeline_config, week_frame, week_truth
 from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
 from fashionrec.ranking.model import Ranker, fit
 from fashionrec.ranking.rank import rank_frame
@@ -278,6 +278,7 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         for m in sorted(names, key=lambda m: -summary[m]["map"])
     ]
     recall = pd.DataFrame([recalls[w] for w in weeks_done if w in recalls]).mean().round(4).to_dict()
+    hit_rate = candidate_hit_rate(pd.concat([frames[w] for w in weeks_done if w in frames]))
     result = {
         "data": params.data_path,
         "reported_weeks": [str(first_day(w)) for w in weeks_done],
@@ -289,6 +290,7 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         "live_vs_baseline": f"{lift[LIVE].mean:.2f}x ({lift[LIVE].low:.2f}–{lift[LIVE].high:.2f})",
         "pipeline_vs_baseline": f"{lift[PIPELINE].mean:.2f}x ({lift[PIPELINE].low:.2f}–{lift[PIPELINE].high:.2f})",
         "candidate_recall": recall,
+        "candidate_hit_rate": hit_rate,
         "backtest_lists_version": version,
         "chart": str(chart),
     }

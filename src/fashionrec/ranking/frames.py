@@ -87,6 +87,19 @@ def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[
     return out
 
 
+def candidate_hit_rate(frame: pd.DataFrame) -> dict[str, float]:
+    """Share of each source's candidates (rows with a `label`) that the customer bought: how much one of
+    its articles is worth. Recall says what a source finds; this says what a slot spent on it is worth,
+    which is what the ranker weighs (and what differed most between the generated and the real world,
+    docs/benchmarks.md). Sources without candidates are left out."""
+    out = {}
+    for source in SOURCES:
+        proposed = frame[f"rank_{source}"] < ABSENT_RANK
+        if proposed.any():
+            out[source] = round(float(frame.loc[proposed, "label"].mean()), 4)
+    return out
+
+
 def cold_start_reach(
     frame: pd.DataFrame,
     actual: dict[str, list[str]],

@@ -42,6 +42,7 @@ from fashionrec.lake.tables import current_version, overwrite_table, read_table
 from fashionrec.ranking.filters import FilterRules
 from fashionrec.ranking.frames import (
     candidate_counts,
+    candidate_hit_rate,
     cold_start_reach,
     pipeline_config,
     week_frame,
@@ -281,6 +282,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         spark, snapshot, test_week, test_truth, pipeline_config(params, rules), params.artifacts_dir
     )
     actual = {r["customer_id"]: list(r["article_ids"]) for r in test_truth.collect()}
+    test_hit_rate = candidate_hit_rate(test)
     ranked = rank_frame(test, ranker, max(params.k, 100), params.max_per_type)
     pipeline = ranked_lists(ranked)
     no_diversity = ranked_lists(rank_frame(test, ranker, params.k, 0))
@@ -375,6 +377,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         for method, metrics in results.items():
             mlflow.log_metrics({metric_name(method, m): v for m, v in metrics.items()})
         mlflow.log_metrics({metric_name("candidate_recall", s): v for s, v in test_recall.items()})
+        mlflow.log_metrics({metric_name("candidate_hit_rate", s): v for s, v in test_hit_rate.items()})
         mlflow.log_metrics({metric_name("cold_start", s): float(v) for s, v in cold_start.items()})
         mlflow.xgboost.log_model(ranker.booster, name="ranker")
         for path in (chart, importance, reports / "ranking_test.json", config_path):
@@ -391,6 +394,7 @@ def run_train_ranker(params: RankingParams, spark: SparkSession | None = None) -
         "chosen": {"objective": ranker.objective, "already_bought_weeks": window},
         "candidate_recall_val": val_recall,
         "candidate_recall_test": test_recall,
+        "candidate_hit_rate_test": test_hit_rate,
         "cold_start_test": cold_start,
         "filters_test": filter_removed,
         "metrics": [
