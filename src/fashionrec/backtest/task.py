@@ -166,9 +166,19 @@ def _weekly_frames(
     return frames, truths, recalls
 
 
-def _chart(per_week: pd.DataFrame, summary: dict[str, dict[str, float]], path: Path, k: int) -> Path:
+def _chart(
+    per_week: pd.DataFrame,
+    summary: dict[str, dict[str, float]],
+    sources: pd.DataFrame,
+    path: Path,
+    k: int,
+) -> Path:
+    """Per-week MAP@k, pooled MAP@k with intervals, and each candidate source's recall beside its hit
+    rate (`sources`: one row per source, columns `recall` and `hit_rate`)."""
     shown = [m for m in (BASELINE, PIPELINE, LIVE, "popular_last_week") if m in per_week.columns]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (left, right, third) = plt.subplots(
+        1, 3, figsize=(19, 4.8), gridspec_kw={"width_ratios": [1.2, 1, 1]}
+    )
     for method in shown:
         left.plot(per_week.index, per_week[method], marker="o", label=method)
     left.set_title(f"MAP@{k} per test week")
@@ -183,6 +193,15 @@ def _chart(per_week: pd.DataFrame, summary: dict[str, dict[str, float]], path: P
     colours = ["#d62728" if m == LIVE else "#7f7f7f" if m == BASELINE else "#1f77b4" for m in names]
     right.barh(names, means, xerr=errors, color=colours, capsize=3)
     right.set_title(f"pooled MAP@{k}, 95% bootstrap interval")
+    # Two scales: on real data a source finds a few % of the purchases, and under 1% of its candidates sell.
+    rows = np.arange(len(sources))
+    third.barh(rows - 0.2, sources["recall"], height=0.4, color="#1f77b4")
+    third.set_xlabel("recall: share of the purchases it proposed", color="#1f77b4")
+    rate = third.twiny()
+    rate.barh(rows + 0.2, sources["hit_rate"], height=0.4, color="#ff7f0e")
+    rate.set_xlabel("hit rate: share of its candidates bought", color="#ff7f0e")
+    third.set_yticks(rows, sources.index)
+    third.set_title("candidate sources, reported weeks", pad=32)
     return save_figure(fig, path)
 
 
@@ -264,7 +283,10 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
 
     version = overwrite_table(_lists_frame(spark, per_fold, params.k), params.tables, Tables.BACKTEST_LISTS)
     reports = Path(params.reports_dir)
-    chart = _chart(per_week, summary, reports / "backtest.png", params.k)
+    recall = pd.DataFrame([recalls[w] for w in weeks_done if w in recalls]).mean().round(4).to_dict()
+    hit_rate = candidate_hit_rate(pd.concat([frames[w] for w in weeks_done if w in frames]))
+    sources = pd.DataFrame({"recall": recall, "hit_rate": hit_rate}).reindex(list(hit_rate))
+    chart = _chart(per_week, summary, sources, reports / "backtest.png", params.k)
     key = f"map@{params.k}"
     table = [
         {
@@ -277,8 +299,6 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         }
         for m in sorted(names, key=lambda m: -summary[m]["map"])
     ]
-    recall = pd.DataFrame([recalls[w] for w in weeks_done if w in recalls]).mean().round(4).to_dict()
-    hit_rate = candidate_hit_rate(pd.concat([frames[w] for w in weeks_done if w in frames]))
     result = {
         "data": params.data_path,
         "reported_weeks": [str(first_day(w)) for w in weeks_done],
