@@ -86,6 +86,7 @@ def backtest(spark, tiny_ingest, tmp_path_factory):
         reports_dir=str(root / "reports"),
         artifacts_dir=str(root / "artifacts"),
         bootstrap_samples=200,
+        ranker_seeds=2,
     )
     return params, run_backtest(params, spark)
 
@@ -134,3 +135,26 @@ def test_live_method_is_chosen_on_earlier_weeks_only(backtest):
     first = min(choices)
     assert choices[first]["live"] == "repurchase_then_popular"  # no earlier week: the default
     assert all(c["live"] != "oracle" for c in choices.values())
+    assert all(not c["live"].startswith("pipeline_seed") for c in choices.values())
+
+
+def test_backtest_reports_the_pipeline_of_each_ranker_seed(backtest):
+    """ranker_seeds=2: the pipeline refitted with seed 43 is scored beside it, and the spread names both."""
+    _, figures = backtest
+    lifts = {row["method"]: row["x repurchase_then_popular"] for row in figures["pooled"]}
+    assert "pipeline_seed43" in lifts
+    values = [float(lifts[m].split()[0]) for m in ("pipeline", "pipeline_seed43")]
+    spread = figures["pipeline_seed_spread"]
+    assert spread.startswith(f"{min(values):.2f}-{max(values):.2f}x") and spread.endswith("(2 seeds)")
+
+
+def test_seed_spread_by_hand():
+    from types import SimpleNamespace
+
+    from fashionrec.backtest.task import _seed_spread
+
+    lift = {
+        m: SimpleNamespace(mean=v) for m, v in {"pipeline": 1.2, "pipeline_seed43": 0.9, "live": 3.0}.items()
+    }
+    assert _seed_spread(lift, ["pipeline", "pipeline_seed43", "live"]) == "0.90-1.20x, mean 1.05x (2 seeds)"
+    assert _seed_spread(lift, ["pipeline", "live"]) is None

@@ -192,6 +192,14 @@ def test_cold_start_reach_counts_new_article_purchases_by_how_they_arrived():
         "in_candidates_without_visual": 0.25,  # only new2 also came from trending
         "in_top12": 0.25,
     }
+    # No new-article purchase among the candidates: zeros, not a KeyError (an empty frame kept its columns).
+    none = cold_start_reach(frame, {"c1": ["new9"]}, {"old"}, {"c1": ["new9"]}, 12)
+    assert none == {
+        "new_article_purchases": 1,
+        "in_candidates": 0.0,
+        "in_candidates_without_visual": 0.0,
+        "in_top12": 1.0,
+    }
 
 
 def test_candidate_hit_rate_is_the_bought_share_of_each_sources_candidates():

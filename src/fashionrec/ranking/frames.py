@@ -117,7 +117,9 @@ def cold_start_reach(
     sourced = frame["sources"].map(lambda s: any(x != RANDOM_SOURCE for x in s)).to_numpy(dtype=bool)
     proposed = frame[wanted_rows & sourced]
     with_visual = set(zip(proposed["customer_id"], proposed["article_id"], strict=True))
-    others = proposed[proposed["sources"].map(lambda s: any(x not in ("visual", RANDOM_SOURCE) for x in s))]
+    # A boolean array, not a Series: an empty object-dtype Series would select columns and lose them all.
+    not_only_visual = proposed["sources"].map(lambda s: any(x not in ("visual", RANDOM_SOURCE) for x in s))
+    others = proposed[not_only_visual.to_numpy(dtype=bool)]
     without_visual = set(zip(others["customer_id"], others["article_id"], strict=True))
     served = {(c, a) for c, a in wanted if a in lists.get(c, [])[:k]}
     total = max(len(wanted), 1)
