@@ -230,7 +230,7 @@ def _chart(
 
 
 def _seed_spread(lift: dict[str, Any], names: list[str]) -> str | None:
-    """The pipeline's lift over the baseline for each ranker seed, e.g. "1.03-1.17x, mean 1.10x (5 seeds)":
+    """The pipeline's lift over the baseline for each ranker seed, e.g. "1.03-1.17x, mean 1.09x (5 seeds)":
     on a few hundred customer-weeks the seed alone moves it as far as a setting does (docs/benchmarks.md).
     None with one seed."""
     values = [lift[PIPELINE].mean] + [lift[m].mean for m in names if m.startswith(SEED_PREFIX)]
