@@ -169,6 +169,9 @@ def test_in_sample_two_tower_rows_and_scores_are_blanked_for_earlier_weeks():
         ["repurchase"],
         ["popular"],
     ]
+    # A week without candidates keeps its columns (an empty selection must not drop them).
+    empty = without_in_sample_two_tower(frame.iloc[:0])
+    assert empty.empty and set(frame.columns) <= set(empty.columns)
 
 
 def test_cold_start_reach_counts_new_article_purchases_by_how_they_arrived():

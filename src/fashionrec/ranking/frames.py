@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,13 @@ def with_labels(frame: pd.DataFrame, actual: dict[str, list[str]]) -> pd.DataFra
     return frame.assign(label=labels)
 
 
+def sources_where(frame: pd.DataFrame, keep: Callable[[Sequence[str]], bool]) -> np.ndarray:
+    """Boolean array over `frame`'s rows: does the row's `sources` list satisfy `keep`? An array, not a
+    Series: pandas reads an empty object-dtype Series as a column selection, and an empty frame indexed
+    with one loses every column."""
+    return np.fromiter((bool(keep(s)) for s in frame["sources"]), dtype=bool, count=len(frame))
+
+
 def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[str, float]:
     """Share of the target week's purchases (distinct customer × article) each source covers, and the
     union, before the business rules; and the candidates per customer."""
@@ -80,7 +88,7 @@ def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[
     out = {}
     for source in SOURCES:
         out[source] = round(int((hits[f"rank_{source}"] < ABSENT_RANK).sum()) / max(total, 1), 4)
-    proposed = hits["sources"].map(lambda s: RANDOM_SOURCE not in s)
+    proposed = sources_where(hits, lambda s: RANDOM_SOURCE not in s)
     out["union"] = round(int(proposed.sum()) / max(total, 1), 4)
     per_customer = frame.groupby("customer_id").size().mean() if len(frame) else 0.0
     out["candidates_per_customer"] = round(float(per_customer), 1)
@@ -114,12 +122,10 @@ def cold_start_reach(
     wanted = {(c, a) for c, ids in actual.items() for a in set(ids) if a not in sold_before}
     pairs = zip(frame["customer_id"], frame["article_id"], strict=True)
     wanted_rows = np.fromiter(((c, a) in wanted for c, a in pairs), dtype=bool, count=len(frame))
-    sourced = frame["sources"].map(lambda s: any(x != RANDOM_SOURCE for x in s)).to_numpy(dtype=bool)
+    sourced = sources_where(frame, lambda s: any(x != RANDOM_SOURCE for x in s))
     proposed = frame[wanted_rows & sourced]
     with_visual = set(zip(proposed["customer_id"], proposed["article_id"], strict=True))
-    # A boolean array, not a Series: an empty object-dtype Series would select columns and lose them all.
-    not_only_visual = proposed["sources"].map(lambda s: any(x not in ("visual", RANDOM_SOURCE) for x in s))
-    others = proposed[not_only_visual.to_numpy(dtype=bool)]
+    others = proposed[sources_where(proposed, lambda s: any(x not in ("visual", RANDOM_SOURCE) for x in s))]
     without_visual = set(zip(others["customer_id"], others["article_id"], strict=True))
     served = {(c, a) for c, a in wanted if a in lists.get(c, [])[:k]}
     total = max(len(wanted), 1)

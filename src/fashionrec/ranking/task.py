@@ -45,6 +45,7 @@ from fashionrec.ranking.frames import (
     candidate_hit_rate,
     cold_start_reach,
     pipeline_config,
+    sources_where,
     week_frame,
     week_truth,
 )
@@ -83,8 +84,7 @@ def without_in_sample_two_tower(frame: pd.DataFrame) -> pd.DataFrame:
     proposed are dropped and its rank and score become "not proposed". The ranker then learns how far to
     trust the two-tower from the validation week alone (out of sample), and everything else from every
     training week."""
-    only_two_tower = frame["sources"].map(lambda s: list(s) == ["two_tower"])
-    out = frame[~only_two_tower].copy()
+    out = frame[~sources_where(frame, lambda s: list(s) == ["two_tower"])].copy()
     out["rank_two_tower"] = float(ABSENT_RANK)
     out["score_two_tower"] = np.nan
     out["n_sources"] = out["sources"].map(lambda s: float(len([x for x in s if x != "two_tower"])))
