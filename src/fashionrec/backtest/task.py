@@ -72,10 +72,10 @@ def _fit_fold(
     frames: dict[int, pd.DataFrame],
     truths: dict[int, Lists],
     week: int,
-    seed_offset: int = 0,
+    seed: int | None = None,
 ) -> tuple[Ranker | None, int, dict[str, Any]]:
-    """The fold's ranker: trained on the weeks before W-1, early stopping and choices on W-1; its
-    XGBoost seed (row and column sampling) moved by `seed_offset`."""
+    """The fold's ranker: trained on the weeks before W-1, early stopping and choices on W-1; `seed`
+    (XGBoost's row and column sampling) replaces the ranker settings' own when given."""
     train_weeks = [w for w in range(week - 1 - params.train_weeks, week - 1) if w in frames]
     valid_week = week - 1
     if not train_weeks or valid_week not in frames:
@@ -85,7 +85,8 @@ def _fit_fold(
     if train.empty or with_positives(valid).empty:
         return None, 0, {"why": "no purchase among the candidates of the training or validation weeks"}
     booster, objectives, windows = ranker_choices(params)
-    booster = replace(booster, seed=booster.seed + seed_offset)
+    if seed is not None:
+        booster = replace(booster, seed=seed)
     best: tuple[float, Ranker, int, int] | None = None
     for objective in objectives:
         ranker, rounds = fit(train, with_positives(valid), FEATURES, objective, booster)
@@ -125,9 +126,9 @@ def _fold_methods(
     methods: dict[str, Lists] = dict(baseline_methods(tx, customers, targets, week, params.k))
     ranker, window, chosen = _fit_fold(params, frames, truths, week)
     methods[PIPELINE] = _pipeline_lists(params, frames[week], ranker, window, buyers, methods[BASELINE])
-    for offset in range(1, params.ranker_seeds):
-        other, other_window, _ = _fit_fold(params, frames, truths, week, offset)
-        seed = ranker_choices(params)[0].seed + offset
+    first = ranker_choices(params)[0].seed
+    for seed in range(first + 1, first + params.ranker_seeds):
+        other, other_window, _ = _fit_fold(params, frames, truths, week, seed)
         methods[f"{SEED_PREFIX}{seed}"] = _pipeline_lists(
             params, frames[week], other, other_window, buyers, methods[BASELINE]
         )
