@@ -474,6 +474,23 @@ def test_rest_endpoint_answers_single_batch_unknown_and_similar(server, recommen
     assert set(body["predictions"][0]["sources"]) == {"visual"}
 
 
+def test_the_registered_model_carries_an_example_request_it_answers(registered, server, recommender):
+    """The example stored with the model (what Databricks' query page offers) is a warm customer's
+    request, and the endpoint answers it exactly as the core does."""
+    import mlflow
+
+    tracking, model_uri = registered
+    mlflow.set_tracking_uri(tracking)
+    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
+    example = json.loads((folder / "serving_input_example.json").read_text())
+    assert example["dataframe_split"]["columns"] == ["customer_id", "k"]
+    customer, k = example["dataframe_split"]["data"][0]
+    assert recommender.is_warm(customer) and k == 12
+    status, body = _post(server, example)
+    assert status == 200, body
+    assert body["predictions"][0]["article_ids"] == recommender.recommend([customer])[0].article_ids
+
+
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
 def test_rest_endpoint_finds_articles_by_photo(server, tiny_data):
     """A catalogue article's own photo, sent as base64 at another size, finds that article first; a

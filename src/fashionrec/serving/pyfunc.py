@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Array
@@ -163,10 +164,28 @@ def stage_model_files(artifacts_dir: str | Path, into: Path) -> Path:
     return into
 
 
+def example_request(snapshot_dir: str | Path, k: int = 12) -> pd.DataFrame:
+    """One request row for a customer of the snapshot with purchases (the smallest id of the purchases
+    file's first row group, so the same snapshot always gives the same example, cheaply at any size)."""
+    purchases = pq.ParquetFile(Path(snapshot_dir) / "purchases.parquet")
+    if purchases.metadata.num_rows == 0:
+        customers = pd.read_parquet(Path(snapshot_dir) / "customers.parquet", columns=["customer_id"])
+        ids = customers["customer_id"]
+    else:
+        ids = purchases.read_row_group(0, columns=["customer_id"]).column("customer_id").to_pandas()
+    return pd.DataFrame({"customer_id": [str(ids.min())], "k": [k]})
+
+
 def log_recommender(
     snapshot_dir: str | Path, artifacts_dir: str | Path, input_example: pd.DataFrame | None = None
 ) -> Any:
-    """Log the pyfunc model to the active MLflow run (name `recommender`); returns the ModelInfo."""
+    """Log the pyfunc model to the active MLflow run (name `recommender`); returns the ModelInfo.
+
+    The example request (default: `example_request`) is stored with the model (`serving_input_example.json`,
+    shown by Databricks Model Serving's query page) and MLflow answers it once while logging: a model that
+    cannot load or answer fails here, before it is registered."""
+    if input_example is None:
+        input_example = example_request(snapshot_dir)
     with tempfile.TemporaryDirectory() as tmp:
         models = stage_model_files(artifacts_dir, Path(tmp) / "models")
         meta = json.loads((Path(snapshot_dir) / "meta.json").read_text())
