@@ -182,8 +182,8 @@ def log_recommender(
     """Log the pyfunc model to the active MLflow run (name `recommender`); returns the ModelInfo.
 
     The example request (default: `example_request`) is stored with the model (`serving_input_example.json`,
-    shown by Databricks Model Serving's query page) and MLflow answers it once while logging: a model that
-    cannot load or answer fails here, before it is registered."""
+    shown by Databricks Model Serving's query page); MLflow checks it against the signature (an error) and
+    answers it once while logging (a warning if the model cannot)."""
     if input_example is None:
         input_example = example_request(snapshot_dir)
     with tempfile.TemporaryDirectory() as tmp:
