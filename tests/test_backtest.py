@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -158,3 +159,28 @@ def test_seed_spread_by_hand():
     }
     assert _seed_spread(lift, ["pipeline", "pipeline_seed43", "live"]) == "0.90-1.20x, mean 1.05x (2 seeds)"
     assert _seed_spread(lift, ["pipeline", "live"]) is None
+
+
+def test_rescore_notebook_reproduces_the_report_from_the_table(
+    spark, backtest, monkeypatch, capsys, tmp_path
+):
+    """notebooks/rescore_backtest.py scores `backtest_lists` from the table and the transactions alone."""
+    from tests.test_notebooks import NOTEBOOKS, run_notebook
+
+    params, figures = backtest
+    out = run_notebook(
+        NOTEBOOKS / "rescore_backtest.py",
+        monkeypatch,
+        capsys,
+        lakehouse=params.lakehouse,
+        last_weeks=str(len(figures["reported_weeks"])),
+        reports_dir=str(tmp_path),
+    )
+    # The pooled table's rows: "<method> <map@12> <95% interval> <lift> (<interval>)".
+    row = re.compile(r"^\s*(\S+) +(\d\.\d+) +\d\.\d+-\d\.\d+ ", re.MULTILINE)
+    printed = {method: float(value) for method, value in row.findall(out)}
+    reported = {row["method"]: row["map@12"] for row in figures["pooled"]}
+    for method in ("pipeline", "live", "repurchase_then_popular"):
+        assert printed[method] == pytest.approx(reported[method], abs=1e-5), (method, out)
+    assert "interleave_pipeline_baseline" in out and "(AP@12" in out
+    assert (tmp_path / "backtest_rescored.png").stat().st_size > 0

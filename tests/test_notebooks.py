@@ -23,7 +23,8 @@ def run_notebook(path, monkeypatch, capsys, **parameters: str) -> str:
 
 
 def test_every_notebook_has_a_test():
-    tested = {"explore_lakehouse.py", "compare_retrieval.py", "call_recommender.py"}  # the last: test_serving
+    # call_recommender: in test_serving; rescore_backtest: in test_backtest (beside their fixtures)
+    tested = {"explore_lakehouse.py", "compare_retrieval.py", "call_recommender.py", "rescore_backtest.py"}
     assert {p.name for p in NOTEBOOKS.glob("*.py")} == tested
 
 
