@@ -141,10 +141,11 @@ methods.append(OWN)
 # COMMAND ----------
 
 indices = bootstrap_indices(len(table), 2000, seed=42)
-rows = []
+rows, intervals = [], {}
 for method in methods:
     values = table[method].fillna(0.0).to_numpy()
     mean, lift = pooled(values, indices), ratio(values, table[BASELINE].to_numpy(), indices)
+    intervals[method] = mean
     rows.append(
         {
             "method": method,
@@ -171,9 +172,13 @@ left.set_ylabel(f"MAP@{K}")
 left.set_title("per test week")
 left.tick_params(axis="x", rotation=45)
 left.legend(fontsize=8)
-best = summary.set_index("method").loc[shown, f"map@{K}"]
-right.barh(best.index, best.to_numpy(), color="#1f77b4")
-right.set_title(f"pooled over {len(table):,} customer-weeks")
+means = [intervals[m].mean for m in shown]
+errors = [
+    [m - intervals[s].low for m, s in zip(means, shown, strict=True)],
+    [intervals[s].high - m for m, s in zip(means, shown, strict=True)],
+]
+right.barh(shown, means, xerr=errors, color="#1f77b4", ecolor="#444444", capsize=4)
+right.set_title(f"pooled over {len(table):,} customer-weeks, bootstrap 95%")
 right.set_xlabel(f"MAP@{K}")
 chart = save_figure(fig, reports / "backtest_rescored.png")
 print(weekly.round(4).to_string())
