@@ -19,18 +19,14 @@ from pyspark.sql import functions as F
 from fashionrec.config import TableLocator
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import read_table
-from fashionrec.runner.widgets import widget_reader
+from fashionrec.runner.widgets import table_location, widget_reader
 
 # A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
 parameter = widget_reader(globals().get("dbutils"))
 
 
 spark = get_spark("call-recommender")
-tables = TableLocator(
-    lakehouse=parameter("lakehouse", "lakehouse"),
-    catalog=parameter("catalog", ""),
-    schema=parameter("schema", "fashionrec"),
-)
+tables = TableLocator(**table_location(parameter))
 endpoint = parameter("endpoint", "http://127.0.0.1:5001/invocations")
 
 

@@ -27,7 +27,7 @@ from fashionrec.lake.tables import read_table
 from fashionrec.retrieval.task import validation_set
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, train_worker
 from fashionrec.retrieval.vocab import vocabulary_from_lake
-from fashionrec.runner.widgets import widget_reader
+from fashionrec.runner.widgets import table_location, widget_reader
 from fashionrec.training.distributed import SINGLE
 
 # A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
@@ -35,11 +35,7 @@ parameter = widget_reader(globals().get("dbutils"))
 
 
 spark = get_spark("compare-retrieval")
-params = RetrievalParams(
-    lakehouse=parameter("lakehouse", "lakehouse"),
-    catalog=parameter("catalog", ""),
-    schema=parameter("schema", "fashionrec"),
-)
+params = RetrievalParams(**table_location(parameter))
 tables = params.tables
 epochs = int(parameter("epochs", "2"))
 reports = Path(parameter("reports_dir", "reports"))

@@ -15,18 +15,14 @@ from pyspark.sql import functions as F
 from fashionrec.config import TableLocator
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table, table_exists
-from fashionrec.runner.widgets import widget_reader
+from fashionrec.runner.widgets import table_location, widget_reader
 
 # A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
 parameter = widget_reader(globals().get("dbutils"))
 
 
 spark = get_spark("explore-lakehouse")
-tables = TableLocator(
-    lakehouse=parameter("lakehouse", "lakehouse"),
-    catalog=parameter("catalog", ""),
-    schema=parameter("schema", "fashionrec"),
-)
+tables = TableLocator(**table_location(parameter))
 print(f"lakehouse: {tables.describe()}")
 
 # COMMAND ----------

@@ -27,17 +27,13 @@ from fashionrec.features.weeks import week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import read_table
 from fashionrec.ranking.frames import week_truth
-from fashionrec.runner.widgets import widget_reader
+from fashionrec.runner.widgets import table_location, widget_reader
 
 # A widget on Databricks (where `dbutils` is defined), FASHIONREC_<NAME> in the environment locally.
 parameter = widget_reader(globals().get("dbutils"))
 
 spark = get_spark("rescore-backtest")
-tables = TableLocator(
-    lakehouse=parameter("lakehouse", "backtests/hm_real_dev/lakehouse"),
-    catalog=parameter("catalog", ""),
-    schema=parameter("schema", "fashionrec"),
-)
+tables = TableLocator(**table_location(parameter, lakehouse="backtests/hm_real_dev/lakehouse"))
 K = int(parameter("k", "12"))
 BASELINE = parameter("baseline", "repurchase_then_popular")
 # The backtest stores its choice weeks too; its report pools the last `--weeks` of them (0 here: all).

@@ -51,6 +51,18 @@ def test_a_notebook_parameter_is_a_widget_on_databricks_and_an_environment_varia
     assert dbutils.widgets.values["schema"] == "fashionrec"  # the widget is created with its default
 
 
+def test_every_notebook_finds_its_tables_through_the_same_three_widgets(monkeypatch):
+    from fashionrec.runner.widgets import table_location, widget_reader
+
+    monkeypatch.setenv("FASHIONREC_CATALOG", "main")
+    monkeypatch.delenv("FASHIONREC_LAKEHOUSE", raising=False)
+    monkeypatch.delenv("FASHIONREC_SCHEMA", raising=False)
+    location = table_location(widget_reader(None), lakehouse="backtests/x/lakehouse")
+    assert location == {"lakehouse": "backtests/x/lakehouse", "catalog": "main", "schema": "fashionrec"}
+    for notebook in NOTEBOOKS.glob("*.py"):
+        assert "**table_location(parameter" in notebook.read_text(), notebook.name
+
+
 def test_explore_notebook_shows_tables_and_the_latest_evaluation(
     job_run, spark, monkeypatch, capsys, tmp_path
 ):

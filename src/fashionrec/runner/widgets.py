@@ -19,3 +19,13 @@ def widget_reader(dbutils: Any = None) -> Callable[[str, str], str]:
         return os.environ.get(f"FASHIONREC_{name.upper()}", default)
 
     return parameter
+
+
+def table_location(parameter: Callable[[str, str], str], lakehouse: str = "lakehouse") -> dict[str, str]:
+    """The `lakehouse`, `catalog` and `schema` widgets every notebook reads (a `TableLocator`'s or a job
+    configuration's fields: Unity Catalog when `catalog` is set, the folder otherwise)."""
+    return {
+        "lakehouse": parameter("lakehouse", lakehouse),
+        "catalog": parameter("catalog", ""),
+        "schema": parameter("schema", "fashionrec"),
+    }
