@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -540,7 +541,9 @@ def test_rest_endpoint_rejects_bad_requests_with_400(server, body, reason):
     assert reason in answer.get("message", ""), answer
 
 
-def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run, spark, monkeypatch, capsys):
+def test_call_recommender_notebook_runs_against_the_endpoint(
+    server, job_run, spark, monkeypatch, capsys, tmp_path
+):
     from tests.conftest import REPO_ROOT
     from tests.test_notebooks import run_notebook
 
@@ -550,8 +553,14 @@ def test_call_recommender_notebook_runs_against_the_endpoint(server, job_run, sp
         capsys,
         lakehouse=str(job_run / "lakehouse"),
         endpoint=server,
+        reports_dir=str(tmp_path),
     )
     assert out.count("recommended:") == 3 and "looks like" in out
+    # Search by photo: the query is a catalogue article's own photo, so that article is found first.
+    query = re.search(r"^photo of (\d+) .*: closest catalogue photos\n +([\d.]+) +(\d+) ", out, re.MULTILINE)
+    assert query is not None, out
+    assert query.group(3) == query.group(1) and float(query.group(2)) > 0.99
+    assert (tmp_path / "search_by_photo.png").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
