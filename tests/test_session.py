@@ -22,3 +22,25 @@ def test_local_spark_binds_to_loopback_and_tests_run_without_the_ui(spark):
             if line.split()[3] == "0A" and int(line.split()[1].rsplit(":", 1)[1], 16) == port
         ]
         assert addresses and all(set(address) - {"0"} for address in addresses), addresses
+
+
+def test_a_hyperopt_search_runs_its_trials_on_spark_and_finds_the_minimum(spark):
+    """`training.tuning.search` on the local session: every trial a Spark task, the best point returned,
+    and no PySpark warning per trial (hyperopt starts its threads without a session)."""
+    import warnings
+
+    from hyperopt import hp
+
+    from fashionrec.training.tuning import search
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = search(
+            spark, lambda v: {"loss": (v["x"] - 1) ** 2, "status": "ok"}, {"x": hp.uniform("x", -3, 3)}, 6
+        )
+    assert len(found.trials) == 6 and all(t["status"] == "ok" for t in found.trials)
+    assert (
+        found.best_loss == min(t["loss"] for t in found.trials)
+        and abs(found.best["x"] - 1) ** 2 == found.best_loss
+    )
+    assert not [w for w in caught if "Spark session is not provided" in str(w.message)]

@@ -9,6 +9,7 @@ URI made absolute, the parent run id) and opens its own MLflow client there.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +59,19 @@ def search(
         return objective(values)
 
     trials = SparkTrials(parallelism=parallelism, spark_session=spark)
-    best = fmin(
-        fn=on_the_task_gpu,
-        space=dict(space),
-        algo=tpe.suggest,
-        max_evals=max_evals,
-        trials=trials,
-        rstate=np.random.default_rng(seed),
-        show_progressbar=False,
-    )
+    with warnings.catch_warnings():
+        # Hyperopt wraps each trial's thread with pyspark's `inheritable_thread_target` without a session,
+        # which PySpark 4 warns about once per trial; the trials use no Spark session tags.
+        warnings.filterwarnings("ignore", "Spark session is not provided", UserWarning)
+        best = fmin(
+            fn=on_the_task_gpu,
+            space=dict(space),
+            algo=tpe.suggest,
+            max_evals=max_evals,
+            trials=trials,
+            rstate=np.random.default_rng(seed),
+            show_progressbar=False,
+        )
     ok = [t for t in trials.trials if t["result"].get("status") == "ok"]
     if not ok:
         errors = {t["result"].get("error") for t in trials.trials}
