@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -72,43 +73,47 @@ def _fit_fold(
     frames: dict[int, pd.DataFrame],
     truths: dict[int, Lists],
     week: int,
-    seed: int | None = None,
-) -> tuple[Ranker | None, int, dict[str, Any]]:
-    """The fold's ranker: trained on the weeks before W-1, early stopping and choices on W-1; `seed`
-    (XGBoost's row and column sampling) replaces the ranker settings' own when given."""
+    seeds: Sequence[int],
+) -> dict[int, tuple[Ranker | None, int, dict[str, Any]]]:
+    """The fold's ranker for each seed (XGBoost's row and column sampling), all on one training set: trained
+    on the weeks before W-1, early stopping and choices on W-1."""
     train_weeks = [w for w in range(week - 1 - params.train_weeks, week - 1) if w in frames]
     valid_week = week - 1
     if not train_weeks or valid_week not in frames:
-        return None, 0, {"why": "not enough earlier weeks with buyers"}
+        return {seed: (None, 0, {"why": "not enough earlier weeks with buyers"}) for seed in seeds}
     train = with_positives(pd.concat([frames[w] for w in train_weeks], ignore_index=True))
     valid = frames[valid_week]
-    if train.empty or with_positives(valid).empty:
-        return None, 0, {"why": "no purchase among the candidates of the training or validation weeks"}
-    booster, objectives, windows = ranker_choices(params)
-    if seed is not None:
-        booster = replace(booster, seed=seed)
-    best: tuple[float, Ranker, int, int] | None = None
-    for objective in objectives:
-        ranker, rounds = fit(train, with_positives(valid), FEATURES, objective, booster)
-        for window in windows:
-            kept = valid[~bought_within(valid, window)]
-            score = map_at_k(
-                truths[valid_week],
-                ranked_lists(rank_frame(kept, ranker, params.k, params.max_per_type)),
-                params.k,
-            )
-            if best is None or score > best[0]:
-                best = (score, ranker, window, rounds)
-    assert best is not None
-    score, ranker, window, rounds = best
-    chosen = {
-        "objective": ranker.objective,
-        "already_bought_weeks": window,
-        "rounds": rounds,
-        "train_rows": len(train),
-        "val_map": round(score, 5),
-    }
-    return ranker, window, chosen
+    positives = with_positives(valid)
+    if train.empty or positives.empty:
+        why = "no purchase among the candidates of the training or validation weeks"
+        return {seed: (None, 0, {"why": why}) for seed in seeds}
+    settings, objectives, windows = ranker_choices(params)
+    kept = {window: valid[~bought_within(valid, window)] for window in windows}
+    fits: dict[int, tuple[Ranker | None, int, dict[str, Any]]] = {}
+    for seed in seeds:
+        booster = replace(settings, seed=seed)
+        best: tuple[float, Ranker, int, int] | None = None
+        for objective in objectives:
+            ranker, rounds = fit(train, positives, FEATURES, objective, booster)
+            for window in windows:
+                score = map_at_k(
+                    truths[valid_week],
+                    ranked_lists(rank_frame(kept[window], ranker, params.k, params.max_per_type)),
+                    params.k,
+                )
+                if best is None or score > best[0]:
+                    best = (score, ranker, window, rounds)
+        assert best is not None
+        score, ranker, window, rounds = best
+        chosen = {
+            "objective": ranker.objective,
+            "already_bought_weeks": window,
+            "rounds": rounds,
+            "train_rows": len(train),
+            "val_map": round(score, 5),
+        }
+        fits[seed] = (ranker, window, chosen)
+    return fits
 
 
 def _fold_methods(
@@ -124,11 +129,13 @@ def _fold_methods(
     buyers = sorted(truths[week])
     targets = spark.createDataFrame([(c,) for c in buyers], "customer_id string")
     methods: dict[str, Lists] = dict(baseline_methods(tx, customers, targets, week, params.k))
-    ranker, window, chosen = _fit_fold(params, frames, truths, week)
+    first = ranker_choices(params)[0].seed  # the settings' own seed: the pipeline's ranker
+    seeds = range(first, first + params.ranker_seeds)
+    fits = _fit_fold(params, frames, truths, week, seeds)
+    ranker, window, chosen = fits[first]
     methods[PIPELINE] = _pipeline_lists(params, frames[week], ranker, window, buyers, methods[BASELINE])
-    first = ranker_choices(params)[0].seed
-    for seed in range(first + 1, first + params.ranker_seeds):
-        other, other_window, _ = _fit_fold(params, frames, truths, week, seed)
+    for seed in seeds[1:]:
+        other, other_window, _ = fits[seed]
         methods[f"{SEED_PREFIX}{seed}"] = _pipeline_lists(
             params, frames[week], other, other_window, buyers, methods[BASELINE]
         )
