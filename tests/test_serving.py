@@ -744,3 +744,19 @@ def test_article_ids_without_the_leading_zero_mean_the_same_article(recommender,
         server, {"dataframe_records": [{"customer_id": customer, "exclude": [first.lstrip("0")]}]}
     )
     assert status == 200 and first not in body["predictions"][0]["article_ids"], body
+
+
+def test_the_example_request_is_the_smallest_buying_customer_or_any_customer(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fashionrec.serving.pyfunc import example_request
+
+    schema = pa.schema([("customer_id", pa.string()), ("article_id", pa.string()), ("day", pa.int64())])
+    with pq.ParquetWriter(tmp_path / "purchases.parquet", schema) as writer:
+        writer.write_table(schema.empty_table())  # an empty first row group (an empty hash bucket)
+        writer.write_table(pa.table({"customer_id": ["c9", "c2"], "article_id": ["a", "b"], "day": [1, 2]}))
+    pd.DataFrame({"customer_id": ["c0", "c2", "c9"]}).to_parquet(tmp_path / "customers.parquet")
+    assert example_request(tmp_path).to_dict("records") == [{"customer_id": "c2", "k": 12}]
+    pq.write_table(schema.empty_table(), tmp_path / "purchases.parquet")
+    assert example_request(tmp_path, k=5).to_dict("records") == [{"customer_id": "c0", "k": 5}]

@@ -166,13 +166,17 @@ def stage_model_files(artifacts_dir: str | Path, into: Path) -> Path:
 
 def example_request(snapshot_dir: str | Path, k: int = 12) -> pd.DataFrame:
     """One request row for a customer of the snapshot with purchases (the smallest id of the purchases
-    file's first row group, so the same snapshot always gives the same example, cheaply at any size)."""
+    file's first non-empty row group, so the same snapshot always gives the same example, cheaply at any
+    size); without purchases, the smallest customer id."""
     purchases = pq.ParquetFile(Path(snapshot_dir) / "purchases.parquet")
-    if purchases.metadata.num_rows == 0:
-        customers = pd.read_parquet(Path(snapshot_dir) / "customers.parquet", columns=["customer_id"])
-        ids = customers["customer_id"]
+    for group in range(purchases.num_row_groups):
+        ids = purchases.read_row_group(group, columns=["customer_id"]).column("customer_id").to_pandas()
+        if len(ids):
+            break
     else:
-        ids = purchases.read_row_group(0, columns=["customer_id"]).column("customer_id").to_pandas()
+        ids = pd.read_parquet(Path(snapshot_dir) / "customers.parquet", columns=["customer_id"])[
+            "customer_id"
+        ]
     return pd.DataFrame({"customer_id": [str(ids.min())], "k": [k]})
 
 
