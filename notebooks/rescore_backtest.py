@@ -78,7 +78,12 @@ def ap_at_k(bought: pd.Series, predicted: pd.Series) -> pd.Series:
     )
 
 
-scored = lists.join(truth, ["test_week", "customer_id"]).withColumn("ap", ap_at_k("bought", "article_ids"))
+# Kept: the pivot, your own method and the shopper below all read it.
+scored = (
+    lists.join(truth, ["test_week", "customer_id"])
+    .withColumn("ap", ap_at_k("bought", "article_ids"))
+    .persist()
+)
 # One row per customer-week, one column per method: every method on the same customer-weeks.
 table = (
     scored.groupBy("test_week", "customer_id").pivot("method").agg(F.first("ap")).toPandas()
@@ -108,11 +113,7 @@ def interleave(first: list[str], second: list[str], k: int) -> list[str]:
     return out[:k]
 
 
-stored = (
-    lists.where(F.col("method").isin("pipeline", BASELINE))
-    .join(truth, ["test_week", "customer_id"])
-    .toPandas()
-)
+stored = scored.where(F.col("method").isin("pipeline", BASELINE)).drop("ap").toPandas()
 by_week = stored.set_index(["test_week", "customer_id", "method"])["article_ids"].unstack("method")
 bought = stored.drop_duplicates(["test_week", "customer_id"]).set_index(["test_week", "customer_id"])[
     "bought"
@@ -188,30 +189,25 @@ print(f"chart: {chart}")
 
 example = table.sort_values(["pipeline", "test_week", "customer_id"], ascending=[False, True, True]).iloc[0]
 key = (example["test_week"], example["customer_id"])
-names = {
-    r["article_id"]: f"{r['prod_name']} ({r['colour_group_name']} {r['product_type_name']})"
-    for r in read_table(spark, tables, "articles")
-    .join(
-        scored.where((F.col("test_week") == F.lit(key[0])) & (F.col("customer_id") == F.lit(key[1]))).select(
-            F.explode(F.array_union("bought", "article_ids")).alias("article_id")
-        ),
-        "article_id",
-    )
-    .distinct()
-    .collect()
+shopper = {
+    r["method"]: r
+    for r in scored.where(
+        (F.col("test_week") == F.lit(key[0])) & (F.col("customer_id") == F.lit(key[1]))
+    ).collect()
 }
 purchases = set(bought[key])
+shown_ids = sorted(purchases.union(*(r["article_ids"] for r in shopper.values())))
+names = {
+    r["article_id"]: f"{r['prod_name']} ({r['colour_group_name']} {r['product_type_name']})"
+    for r in read_table(spark, tables, "articles").where(F.col("article_id").isin(shown_ids)).collect()
+}
 print(f"customer {key[1][:16]}... in the week of {key[0]}: bought {len(purchases)} articles")
 for article in sorted(purchases):
     print(f"    {article} {names.get(article, '')}")
 for method in (BASELINE, "pipeline", "live"):
-    row = scored.where(
-        (F.col("test_week") == F.lit(key[0]))
-        & (F.col("customer_id") == F.lit(key[1]))
-        & (F.col("method") == method)
-    ).first()
-    if row is None:
+    if method not in shopper:
         continue
+    row = shopper[method]
     print(f"{method} (AP@{K} {row['ap']:.3f}):")
     for article in row["article_ids"][:K]:
         print(f"  {'*' if article in purchases else ' '} {article} {names.get(article, '')}")
