@@ -12,18 +12,19 @@ export PYTHONUNBUFFERED := 1
 unexport PYTHONDONTWRITEBYTECODE
 export FASHIONREC_JARS := $(CURDIR)/.jars
 
-.PHONY: help setup demo test bench serve lint format clean clean-data
+.PHONY: help setup demo test test-unit bench serve lint format clean clean-data
 
 help:
 	@echo "make demo   - set up, generate the '$(SCALE)' data set, run the whole job graph locally"
 	@echo "make test   - set up, run the test suite"
+	@echo "make test-unit - the unit tests alone (no Spark)"
 	@echo "make bench  - set up, run the benchmarks (BENCH=ingest SCALE=full ...)"
 	@echo "make serve  - serve the registered champion on http://127.0.0.1:$(PORT) (after make demo)"
 	@echo "make lint   - ruff"
 
 # Python environment: re-installed when the pins change. --no-compile: byte-compiling every installed
 # file (TensorFlow's thousands) took 71 of 182 s; Python compiles the modules it imports, once, on first use.
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt src/fashionrec/serving/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile -r requirements.txt
@@ -49,7 +50,13 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check src tests jobs benchmarks notebooks
+	@# the layer contract (pyproject.toml [tool.importlinter]): the runtime imports no Spark, no build side
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# The unit tests alone (no Spark): the runtime, metrics, parsing; seconds, not minutes.
+test-unit: setup
+	$(PY) -m pytest -m "not integration"
 
 bench: setup
 	$(PY) -m benchmarks $(if $(BENCH),--only $(BENCH)) --scale $(if $(filter small,$(SCALE)),full,$(SCALE))

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _ensure_model(scale: str) -> Path:
     """The image model of data/<scale>_artifacts, trained there by the job's image tasks if missing."""
     from fashionrec.runner.local import run_job
-    from fashionrec.similarity.task import MODEL_DIR
+    from fashionrec.similarity.encoder import ENCODER_DIR
 
     artifacts, lakehouse = Path("data") / f"{scale}_artifacts", Path("data") / f"{scale}_lakehouse"
-    if not (artifacts / MODEL_DIR / "saved_model.pb").exists():
+    if not (artifacts / ENCODER_DIR / "saved_model.pb").exists():
         result = run_job(
             ROOT,
             target="local",
@@ -42,7 +42,7 @@ def _ensure_model(scale: str) -> Path:
         )
         if result.failed:
             raise RuntimeError(f"the job graph failed in {result.failed}")
-    return artifacts / MODEL_DIR
+    return artifacts / ENCODER_DIR
 
 
 def run(scale: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from fashionrec.data.vocabulary import PRODUCT_TYPES
 from fashionrec.evaluation.baselines import decayed_sales
 from fashionrec.features.weeks import week_of
 from fashionrec.lake.session import get_spark
-from fashionrec.ranking.task import map_at_k
+from fashionrec.ranking.choose import map_at_k
 
 K = 12
 SMOOTHING = (3.0, 10.0, 30.0)  # pseudo-counts of the population's shares in the taste estimate

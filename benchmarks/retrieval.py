@@ -7,7 +7,7 @@ the validation week after the same number of epochs (small scale). `--scale full
 vocabularies (1.37M customers, 105k articles) trained on the last two weeks before validation.
 
 Index: FAISS exact inner product vs IVF-Flat (both sizes) and HNSW (105k only: its build takes minutes
-at 1M on two cores and its recall at 1M stayed under 0.95, see docs/benchmarks.md) at 105k and 1M articles. The catalogue vectors are a mixture
+at 1M on two cores and its recall at 1M stayed under 0.95, see docs/journal.md) at 105k and 1M articles. The catalogue vectors are a mixture
 of 1,000 Gaussian clusters on the unit sphere in 64 dimensions (trained embeddings are clustered by
 product type and colour; uniform random vectors would be the worst case and not representative).
 """
@@ -48,7 +48,7 @@ def _throughput(spark: Any, scale: str, weeks: int | None) -> dict[str, Any]:
     from fashionrec.features.splits import Splits
     from fashionrec.retrieval.task import validation_set
     from fashionrec.retrieval.train import HyperParams, TrainingSpec, recall_against_catalog, train_worker
-    from fashionrec.retrieval.vocab import vocabulary_from_lake
+    from fashionrec.retrieval.vocab_lake import vocabulary_from_lake
     from fashionrec.training.distributed import SINGLE
 
     params = _lake(spark, scale)

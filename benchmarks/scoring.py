@@ -31,8 +31,8 @@ from fashionrec.features.weeks import week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, read_table
 from fashionrec.ranking.score import model_version, score_customers
-from fashionrec.recommender.snapshot import build_snapshot, customer_rows, purchase_rows
 from fashionrec.runner.local import run_job
+from fashionrec.snapshot.build import build_snapshot, customer_rows, purchase_rows
 
 HM_CUSTOMERS = 1_371_980
 TARGET_S = 20 * 60
@@ -73,7 +73,7 @@ def _full_scale_artifacts(small_artifacts: Path, articles_csv: Path) -> Path:
     import pandas as pd
 
     from fashionrec.retrieval.index import ArticleIndex
-    from fashionrec.retrieval.task import INDEX_FILE
+    from fashionrec.retrieval.towers import INDEX_FILE
 
     out = Path("data") / "full_bench_artifacts"
     shutil.rmtree(out, ignore_errors=True)

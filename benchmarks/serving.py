@@ -5,7 +5,8 @@ Serves `models:/fashionrec_recommender@champion` from the demo's registry (`sqli
 `make demo` first) on a free local port, two ways: `mlflow models serve --env-manager local` (one
 worker, as `make serve`) and `fashionrec serve` (the same MLflow app on one worker per core with Nagle's
 algorithm off). Each client loops for `SECONDS` seconds over random customers with history, one request
-at a time on a kept-alive connection.
+at a time on a kept-alive connection. Cold start: from the server process's start to its first HTTP 200
+for a customer request.
 """
 
 from __future__ import annotations
@@ -188,29 +189,41 @@ def _servers(port: int) -> dict[str, list[str]]:
     return {"mlflow models serve -w 1": mlflow_serve, f"fashionrec serve -w {WORKERS}": ours}
 
 
-def _measure(command: list[str], port: int, customers: list[str]) -> list[dict[str, Any]]:
+def _first_answer(base: str, customer: str, process: subprocess.Popen, started: float) -> float:
+    """Seconds from `started` (the process's start) until a customer request gets HTTP 200: the cold start
+    a scaled-from-zero endpoint or a restarted worker makes its first caller wait."""
+    body = json.dumps({"dataframe_records": [{"customer_id": customer}]}).encode()
+    deadline = started + 300
+    while True:
+        request = urllib.request.Request(
+            f"{base}/invocations", body, {"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError("the scoring server did not start") from None
+        time.sleep(0.05)
+
+
+def _measure(command: list[str], port: int, customers: list[str]) -> tuple[float, list[dict[str, Any]]]:
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": TRACKING_URI,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     # A session of its own: `mlflow models serve` runs uvicorn as a child, which must stop with it.
+    started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the scoring server did not start: {' '.join(command)}") from None
-                time.sleep(1)
+        cold_start = _first_answer(base, customers[0], process, started)
         _load(f"{base}/invocations", customers, 4, 5)  # warm every worker
-        return [_load(f"{base}/invocations", customers, n, SECONDS) for n in CLIENTS]
+        return cold_start, [_load(f"{base}/invocations", customers, n, SECONDS) for n in CLIENTS]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -222,15 +235,17 @@ def run(scale: str) -> dict[str, Any]:
             "no local registry (mlflow.db): run `make demo` first, then `make bench BENCH=serving`"
         )
     stages, customers = _stage_profile()
-    load = {}
+    load, cold = {}, {}
     for name in _servers(0):
         port = _free_port()
-        load[name] = _measure(_servers(port)[name], port, customers)
+        cold[name], load[name] = _measure(_servers(port)[name], port, customers)
+        print(f"{name}: cold start (process start to the first answer) {cold[name]:.1f} s")
         for row in load[name]:
             print(f"{name}: {row}")
     return {
         "model": MODEL_URI,
         "seconds_per_run": SECONDS,
+        "cold_start_s": {name: round(value, 2) for name, value in cold.items()},
         "load": load,
         "where_the_time_goes_in_process": stages,
     }

@@ -26,7 +26,7 @@ from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import read_table
 from fashionrec.retrieval.task import validation_set
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, train_worker
-from fashionrec.retrieval.vocab import vocabulary_from_lake
+from fashionrec.retrieval.vocab_lake import vocabulary_from_lake
 from fashionrec.runner.widgets import table_location, widget_reader
 from fashionrec.training.distributed import SINGLE
 

@@ -25,6 +25,18 @@ def needs_shared(folder: Path) -> None:
         pytest.skip(f"optional real data {folder} is not beside this checkout (a bare clone has none)")
 
 
+# Fixtures that start Spark (directly or through another): a test that uses one is an integration test.
+SPARK_FIXTURES = {"spark", "tiny_ingest", "tiny_lake", "job_run", "ingested_copy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration tests (real Spark, Delta, MLflow, HTTP) apart from unit tests, so
+    `pytest -m "not integration"` (`make test-unit`) checks the runtime, metrics and parsing in seconds."""
+    for item in items:
+        if SPARK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def spark():
     from fashionrec.lake.session import get_spark

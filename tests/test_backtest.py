@@ -13,7 +13,7 @@ import pytest
 from fashionrec.config import BacktestParams, TableLocator
 from fashionrec.evaluation.metrics import average_precision_at_k
 from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
-from fashionrec.ranking.live import blend, live_lists, own_recent
+from fashionrec.recommender.live import blend, live_lists, own_recent
 
 
 def test_blend_puts_the_own_articles_first_without_repeats():
@@ -33,6 +33,21 @@ def test_live_lists_and_own_recent_articles():
     # window [200 - 84, 200): "old" is too old, "late" is not before the week; b and c tie on day, b
     # and c once each: by id; then a.
     assert own_recent(history, first_day=200, k=12) == ["b", "c", "a"]
+    # The whole history keeps "old"; the whole-history baseline fills from last week's best sellers.
+    assert own_recent(history, first_day=200, k=12, weeks=None) == ["b", "c", "a", "old"]
+    everything = live_lists("repurchase_all_then_popular", own, ranked, popular, 4, ["a", "old"], ["w", "a"])
+    assert everything == ["a", "old", "w"]
+
+
+def test_the_bar_is_the_better_served_baseline():
+    from fashionrec.recommender.live import best_baseline
+
+    assert best_baseline({"repurchase_then_popular": [0.1, 0.3], "repurchase_all_then_popular": [0.3]}) == (
+        "repurchase_all_then_popular"
+    )
+    assert best_baseline({"repurchase_then_popular": [0.2], "repurchase_all_then_popular": [0.2]}) == (
+        "repurchase_then_popular"
+    )
 
 
 def test_scores_count_missing_predictions_as_empty():
@@ -128,6 +143,52 @@ def test_backtest_lists_rescore_to_the_reported_figures(spark, backtest):
     pooled_table = {row["method"]: row["map@12"] for row in figures["pooled"]}
     for method in ("repurchase_then_popular", "pipeline", "live"):
         assert np.mean(by_method[method]) == pytest.approx(pooled_table[method], abs=1e-5), method
+
+
+def test_a_backtest_weeks_live_lists_are_the_served_models_answers(spark, backtest, tmp_path):
+    """For a sample of a reported week's buyers, the backtest's `live` list is what the served model (the
+    pyfunc, loaded with that fold's ranker and pipeline config and a snapshot as of the week) answers
+    for them `as_of` that week: every offline list of a servable method comes from the served code."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fashionrec.backtest.task import fold_folder
+    from fashionrec.lake.tables import pin_tables, read_table
+    from fashionrec.ranking.frames import global_inputs
+    from fashionrec.ranking.task import OPTIONAL_INPUTS
+    from fashionrec.recommender.layout import CONFIG_FILE
+    from fashionrec.recommender.pipeline import PipelineConfig
+    from fashionrec.serving.pyfunc import RecommenderModel
+    from fashionrec.snapshot.build import customer_rows, purchase_rows, write_global_part, write_rows
+    from fashionrec.weeks import week_of
+
+    params, figures = backtest
+    day = figures["reported_weeks"][-1]
+    week, fold = week_of(date.fromisoformat(day)), fold_folder(params, week_of(date.fromisoformat(day)))
+    config = PipelineConfig.from_dict(json.loads((fold / CONFIG_FILE).read_text()))
+    assert config.live.name == figures["live_choices"][day]["live"]
+    tables = TableLocator(lakehouse=params.lakehouse)
+    pinned, _ = pin_tables(spark, tables, ("transactions", "customers", "articles"), OPTIONAL_INPUTS)
+    inputs = global_inputs(pinned)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    write_global_part(inputs, week, config.to_dict(), snapshot)
+    write_rows(
+        customer_rows(inputs.global_tx, inputs.customers, inputs.articles, week), snapshot, "customers"
+    )
+    write_rows(purchase_rows(inputs.global_tx, week), snapshot, "purchases")
+    model = RecommenderModel()
+    model.load_context(SimpleNamespace(artifacts={"snapshot": str(snapshot), "models": str(fold)}))
+
+    stored = read_table(spark, tables, "backtest_lists").where(f"test_week = '{day}' AND method = 'live'")
+    live = {r["customer_id"]: list(r["article_ids"]) for r in stored.collect()}
+    sample = sorted(live)[:40]
+    assert len(sample) >= 10
+    answers = model.predict(None, pd.DataFrame({"customer_id": sample, "as_of": [day] * len(sample)}))
+    assert list(answers["id"]) == sample
+    for customer, articles in zip(answers["id"], answers["article_ids"], strict=True):
+        assert list(articles) == live[customer], customer
 
 
 def test_live_method_is_chosen_on_earlier_weeks_only(backtest):

@@ -29,6 +29,7 @@ def test_every_baseline_and_the_oracle_are_scored(evaluation):
         "popular_last_week",
         "decayed_popularity",
         "repurchase_then_popular",
+        "repurchase_all_then_popular",
         "age_band_popular",
         "oracle",
     }
@@ -72,3 +73,23 @@ def test_age_band_baseline_ranks_each_bands_sales_and_falls_back_for_unknown_age
     assert lists["new"] == ["a", "b", "f1"]
     assert lists["old"] == ["c", "f1", "a"]
     assert lists["nobody"] == ["f1", "a"]  # unknown age: the fallback only
+
+
+def test_repurchase_baselines_look_back_twelve_weeks_or_the_whole_history(spark):
+    """The 12-week list forgets an article bought half a year ago; the whole-history list keeps it, newest
+    first; both then fill from their popular list."""
+    from datetime import date, timedelta
+
+    from fashionrec.evaluation.baselines import repurchase
+    from fashionrec.features.weeks import week_of
+
+    target = date(2020, 9, 16)
+    bought = [(target - timedelta(days=7 * 26), "old"), (target - timedelta(days=3), "new")]
+    transactions = spark.createDataFrame(
+        [(day, "c1", a) for day, a in bought], "t_dat date, customer_id string, article_id string"
+    )
+    customers = spark.createDataFrame([("c1",), ("c2",)], "customer_id string")
+    week = week_of(target)
+    assert repurchase(transactions, customers, week, 3, ["p"])["c1"] == ["new", "p"]
+    whole = repurchase(transactions, customers, week, 3, ["p", "new"], weeks_back=None)
+    assert whole == {"c1": ["new", "old", "p"], "c2": ["p", "new"]}

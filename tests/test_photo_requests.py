@@ -77,10 +77,10 @@ def test_a_photo_goes_alone_in_its_row():
 def test_the_photo_gallery_holds_only_catalogue_articles_of_the_current_image_model(spark, tmp_path):
     from fashionrec.config import TableLocator, Tables
     from fashionrec.lake.tables import overwrite_table
-    from fashionrec.serving.photo import ENCODER_DIR, GALLERY_FILE, write_gallery
-    from fashionrec.similarity.task import MODEL_DIR, model_version
+    from fashionrec.serving.photo import ENCODER_DIR, GALLERY_FILE
+    from fashionrec.similarity.task import model_version
+    from fashionrec.snapshot.gallery import write_gallery
 
-    assert ENCODER_DIR == MODEL_DIR  # serving names the image task's folder without importing the task
     tables = TableLocator(lakehouse=str(tmp_path / "lakehouse"))
     artifacts, snapshot = tmp_path / "artifacts", tmp_path / "snapshot"
     assert write_gallery(spark, tables, artifacts, snapshot) is None  # no image model: no photo search

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
 
 from fashionrec.data.availability import region_index
-from fashionrec.ranking.filters import customer_region
-from fashionrec.ranking.model import BoosterParams, Ranker, fit
-from fashionrec.ranking.rank import rank_frame
+from fashionrec.ranking.model import BoosterParams, fit
+from fashionrec.recommender.rank import rank_frame
+from fashionrec.recommender.ranker import Ranker
+from fashionrec.snapshot.lists import customer_region
+
+# Deep, lightly regularised trees for the few hundred hand-made rows below (the task's defaults,
+# `RankingParams`, suit tens of thousands of real candidate rows).
+TEST_BOOSTER = BoosterParams(max_depth=6, learning_rate=0.1, rounds=30, min_child_weight=1.0, seed=42)
 
 
 def test_region_buckets_agree_between_spark_and_the_generator(spark):
@@ -69,7 +76,7 @@ def _real_ranker(tmp_path) -> tuple[Ranker, pd.DataFrame]:
     frame["qid"] = pd.factorize(frame["customer_id"])[0]
     frame["sources"] = [["two_tower"]] * n
     half = frame["qid"] < 20
-    ranker, rounds = fit(frame[half], frame[~half], ["f1", "f2"], "rank:ndcg", BoosterParams(rounds=30))
+    ranker, rounds = fit(frame[half], frame[~half], ["f1", "f2"], "rank:ndcg", TEST_BOOSTER)
     assert 1 <= rounds <= 30
     assert ranker.booster.num_boosted_rounds() == rounds  # the chosen round is the one served
     ranker.save(tmp_path / "ranker")
@@ -96,7 +103,7 @@ def test_xgboost_spark_trains_a_ranker_that_learns_the_signal(spark, tmp_path):
         spark.createDataFrame(frame[~half][columns]),
         ["f1", "f2"],
         "rank:ndcg",
-        BoosterParams(rounds=20),
+        replace(TEST_BOOSTER, rounds=20),
         workers=2,
     )
     assert 1 <= rounds <= 20
@@ -227,7 +234,7 @@ def test_candidate_hit_rate_is_the_bought_share_of_each_sources_candidates():
 
 def test_the_job_and_the_backtest_choose_among_the_rankers_their_parameters_name():
     from fashionrec.config import BacktestParams, RankingParams
-    from fashionrec.ranking.task import ranker_choices
+    from fashionrec.ranking.choose import ranker_choices
 
     booster, objectives, windows = ranker_choices(RankingParams(max_depth=4, min_child_weight=2.0))
     assert (booster.max_depth, booster.min_child_weight) == (4, 2.0)

@@ -68,7 +68,7 @@ def test_taste_lift_by_hand():
     assert "taste_product_type" not in realism(tx, weeks=1)  # no articles, no taste figures
 
 
-# Measured on the 721 real customers of ../shared/hm_real_dev (last 8 weeks; docs/benchmarks.md), so
+# Measured on the 721 real customers of ../shared/hm_real_dev (last 8 weeks; docs/journal.md), so
 # this test runs without ../shared.
 REAL_FIGURES = {
     "repeat_article": 0.034,

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionrec.ranking.filters import FilterRules
-from fashionrec.recommender.core import Recommender, drawn_per_customer
-from fashionrec.recommender.layout import ARTICLE_FEATURES, CUSTOMER_TABLE_FEATURES, FEATURES, CandidateCounts
+from fashionrec.recommender.core import Recommender
+from fashionrec.recommender.layout import ARTICLE_FEATURES, CUSTOMER_TABLE_FEATURES, FEATURES
+from fashionrec.recommender.pipeline import CandidateCounts, FilterRules
+from fashionrec.recommender.sources import drawn_per_customer
 
 WEEK = 2650
 DAY = WEEK * 7  # first day of the target week (day numbers since the week epoch)
@@ -41,7 +42,7 @@ PURCHASES = [  # (customer, article, days before the week)
 
 
 def write_snapshot(folder: Path, rules: FilterRules, counts: CandidateCounts, availability: bool) -> Path:
-    """A snapshot as `recommender.snapshot` writes it, for the rows above."""
+    """A snapshot as `snapshot.build` writes it, for the rows above."""
     folder.mkdir(parents=True, exist_ok=True)
     ids = list(ARTICLES)
     articles = pd.DataFrame(
@@ -108,8 +109,19 @@ def load(
     availability: bool = False,
     reverse_articles: bool = False,
 ) -> Recommender:
-    rules = rules or FilterRules()
-    counts = CandidateCounts(two_tower=0, trending=1, age_band=1, popular=2, favourite_type=3)
+    rules = rules or FilterRules(0, True, True, True)
+    counts = CandidateCounts(
+        two_tower=0,
+        repurchase=12,
+        same_product=12,
+        trending=1,
+        age_band=1,
+        visual=12,
+        popular=2,
+        bought_together=12,
+        favourite_type=3,
+        repurchase_weeks=12,
+    )
     snapshot = write_snapshot(tmp_path / "snapshot", rules, counts, availability)
     if reverse_articles:  # Spark writes the catalogue's rows in no fixed order
         pd.read_parquet(snapshot / "articles.parquet").iloc[::-1].to_parquet(snapshot / "articles.parquet")
@@ -240,7 +252,7 @@ def test_candidates_do_not_depend_on_the_row_order_of_the_catalogue_file(tmp_pat
 
 
 def test_business_rules_flag_each_removal(tmp_path):
-    core = load(tmp_path, FilterRules(already_bought_weeks=1), availability=True)
+    core = load(tmp_path, FilterRules(1, True, True, True), availability=True)
     pairs = [
         ("c1", "0100000001"),  # bought one day before the week: already bought
         ("c1", "0100000002"),  # out of stock

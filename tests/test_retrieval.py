@@ -173,7 +173,7 @@ def test_towers_train_under_mixed_precision_and_still_return_float32(training):
 
 def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
     """Serving sends raw ids: the SavedModels' lookups must give what training's integer path gave."""
-    from fashionrec.retrieval.task import embed_queries, load_towers
+    from fashionrec.retrieval.towers import embed_queries, load_towers
     from fashionrec.retrieval.train import HyperParams, train_worker
     from fashionrec.training.distributed import SINGLE
 

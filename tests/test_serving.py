@@ -51,7 +51,7 @@ def new_purchases(spark, job_run, tiny_data) -> None:
 
 @pytest.fixture(scope="module")
 def snapshot(spark, job_run, new_purchases) -> Path:
-    from fashionrec.recommender.snapshot import build_snapshot
+    from fashionrec.snapshot.build import build_snapshot
 
     out = job_run / "serving" / "snapshot"
     build_snapshot(spark, TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts", out)
@@ -85,15 +85,15 @@ def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, job
     bucket at a time: the file written in parts holds exactly the rows of one collect."""
     import pyarrow.parquet as pq
 
-    from fashionrec.recommender.snapshot import _write, purchase_rows, scoring_snapshot
+    from fashionrec.snapshot.build import purchase_rows, scoring_snapshot, write_rows
 
     tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
     week = int(scoring_snapshot(spark, tables)["week"])
     rows = purchase_rows(spark.read.format("delta").load(str(job_run / "lakehouse" / "transactions")), week)
     (tmp_path / "one").mkdir()
     (tmp_path / "parts").mkdir()
-    total = _write(rows, tmp_path / "one", "purchases")
-    assert _write(rows, tmp_path / "parts", "purchases", rows_per_part=max(1, total // 5)) == total
+    total = write_rows(rows, tmp_path / "one", "purchases")
+    assert write_rows(rows, tmp_path / "parts", "purchases", rows_per_part=max(1, total // 5)) == total
     whole = pq.read_table(tmp_path / "one" / "purchases.parquet")
     parted = pq.ParquetFile(tmp_path / "parts" / "purchases.parquet")
     assert parted.metadata.num_row_groups >= 5
@@ -109,8 +109,8 @@ def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tm
     own entry, and only the two most recent entries are kept."""
     import shutil
 
-    from fashionrec.recommender import snapshot as module
     from fashionrec.recommender.layout import CONFIG_FILE
+    from fashionrec.snapshot import build as module
 
     tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
     artifacts = tmp_path / "artifacts"
@@ -145,7 +145,7 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
 
     from fashionrec.features.weeks import week_of
     from fashionrec.lake.tables import current_version
-    from fashionrec.recommender.snapshot import build_snapshot, scoring_snapshot
+    from fashionrec.snapshot.build import build_snapshot, scoring_snapshot
     from tests.conftest import copy_folders
 
     lake = copy_folders(
@@ -186,7 +186,7 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
         "history_week": week_of(latest) + 2,
     }
     assert later["transactions_version"] == state["transactions_version"] + 1
-    from fashionrec.recommender import snapshot as module
+    from fashionrec.snapshot import build as module
 
     computed: list[int] = []
     real = module.write_global_part
@@ -222,9 +222,10 @@ def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_r
     from fashionrec.features.weeks import first_day
     from fashionrec.lake.tables import read_table
     from fashionrec.ranking.frames import week_frame
-    from fashionrec.ranking.model import Ranker
-    from fashionrec.ranking.rank import rank_frame
     from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
+    from fashionrec.recommender.pipeline import PipelineConfig
+    from fashionrec.recommender.rank import rank_frame
+    from fashionrec.recommender.ranker import Ranker
 
     tables, artifacts = TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts"
     state = read_table(spark, tables, Tables.SCORING_STATE).first()
@@ -247,12 +248,10 @@ def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_r
         Tables.ARTICLE_AVAILABILITY: read_table(spark, tables, Tables.ARTICLE_AVAILABILITY),
         Tables.SIMILAR_ARTICLES: read_table(spark, tables, Tables.SIMILAR_ARTICLES),
     }
-    config = json.loads((artifacts / CONFIG_FILE).read_text())
+    config = PipelineConfig.from_dict(json.loads((artifacts / CONFIG_FILE).read_text()))
     personal = read_table(spark, tables, Tables.TRANSACTIONS, version=state["transactions_version"])
     frame, _, _ = week_frame(spark, snapshot, state["week"], truth, config, artifacts, personal_tx=personal)
-    ranked = rank_frame(
-        frame, Ranker.load(artifacts / RANKER_DIR), int(config["k"]), int(config["max_per_type"])
-    )
+    ranked = rank_frame(frame, Ranker.load(artifacts / RANKER_DIR), config.k, config.max_per_type)
     assert sorted(ranked["customer_id"]) == picked
     online = {r.customer_id: r for r in recommender.recommend(picked, method="pipeline")}
     for customer, ids, scores, sources in ranked.itertuples(index=False):
@@ -279,11 +278,11 @@ def test_exclude_k_unknown_customers_and_similar_items(recommender):
 def test_live_methods_put_the_customers_own_recent_articles_first(recommender):
     """The live method as served: the baseline is own recent articles (that pass the business rules)
     then the baseline's popular list; a blend takes n of them, then the ranker's list."""
-    from fashionrec.ranking.live import own_recent
+    from fashionrec.recommender.live import own_recent
 
     def own_kept(customer: str) -> list[str]:
         own = own_recent(recommender.history_rows[customer], recommender.first_day, recommender.k)
-        keep = recommender.keep([customer] * len(own), own, already_bought=False)
+        keep = recommender.keep([customer] * len(own), own, already_bought_weeks=0)
         return [a for a, ok in zip(own, keep, strict=True) if ok]
 
     customer = next(c for c in sorted(recommender.history_rows) if len(own_kept(c)) >= 2)
@@ -490,6 +489,68 @@ def test_the_registered_model_carries_an_example_request_it_answers(registered, 
     status, body = _post(server, example)
     assert status == 200, body
     assert body["predictions"][0]["article_ids"] == recommender.recommend([customer])[0].article_ids
+
+
+BUILD_SIDE_PACKAGES = (
+    "pyspark",
+    "delta",
+    "hyperopt",
+    "tensorflow_recommenders",
+    "tensorflow_similarity",
+    "matplotlib",
+    "pytest",
+    "databricks",
+)
+# Loads the registered model with every build-side package made unimportable, answers one customer.
+NO_BUILD_SIDE = """
+import json, sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not in the served model's environment")
+sys.meta_path.insert(0, Blocked())
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({uri!r})
+answer = model.predict(pd.DataFrame({{"customer_id": [{customer!r}]}}))
+core = model.unwrap_python_model().recommender
+print(json.dumps({{"articles": list(answer["article_ids"][0]), "tower": core._query_tower is not None}}))
+"""
+
+
+def test_the_served_model_lists_and_imports_runtime_dependencies_only(registered, recommender):
+    """The logged environment holds the runtime's pins alone, and the model loads and answers in a
+    process where Spark, Delta, Hyperopt, the training libraries and the test tools cannot be imported,
+    from the query embeddings stored in its snapshot."""
+    import mlflow
+
+    tracking, model_uri = registered
+    mlflow.set_tracking_uri(tracking)
+    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
+    listed = {
+        line.split("==")[0].strip().lower()
+        for line in (folder / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for package in (
+        "pyspark",
+        "delta-spark",
+        "hyperopt",
+        "pytest",
+        "ruff",
+        "databricks-bundles",
+        "matplotlib",
+    ):
+        assert package not in listed, (package, listed)
+    assert {"mlflow", "tensorflow", "faiss-cpu", "xgboost-cpu", "pandas"} <= listed, listed
+    customer = sorted(recommender.history_rows)[0]
+    code = NO_BUILD_SIDE.format(blocked=BUILD_SIDE_PACKAGES, uri=model_uri, customer=customer)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["articles"] == recommender.recommend([customer])[0].article_ids
+    # `register` stored every customer's query embedding in the snapshot: no query tower was loaded.
+    assert recommender.uses_two_tower and not answer["tower"]
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")

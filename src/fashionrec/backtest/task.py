@@ -34,37 +34,38 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import BacktestParams, Tables
-from fashionrec.evaluation import baselines
-from fashionrec.evaluation.pooled import bootstrap_indices, choose, pooled, ratio, scores
+from fashionrec.evaluation.pooled import Pooled, bootstrap_indices, choose, pooled, ratio, scores
 from fashionrec.evaluation.report import save_figure
-from fashionrec.evaluation.task import baseline_methods, oracle_method
+from fashionrec.evaluation.task import BASELINES, baseline_methods, oracle_method
 from fashionrec.features.article import article_features
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import overwrite_table
-from fashionrec.ranking.filters import FilterRules
-from fashionrec.ranking.frames import candidate_hit_rate, pipeline_config, week_frame, week_truth
-from fashionrec.ranking.live import BASELINE, PIPELINE, blend, blend_name
-from fashionrec.ranking.model import Ranker, fit
-from fashionrec.ranking.rank import rank_frame
-from fashionrec.ranking.task import (
-    bought_within,
-    map_at_k,
-    pinned_snapshot,
-    ranked_lists,
-    ranker_choices,
-    with_positives,
+from fashionrec.lake.tables import overwrite_table, pin_tables
+from fashionrec.ranking.choose import Fitted, fit_and_choose, ranker_choices, with_positives
+from fashionrec.ranking.frames import (
+    WeekInputs,
+    candidate_frame,
+    candidate_hit_rate,
+    open_week,
+    week_lists,
+    week_truth,
 )
-from fashionrec.recommender.layout import FEATURES
+from fashionrec.ranking.model import fit
+from fashionrec.ranking.task import OPTIONAL_INPUTS, served_lengths, write_config
+from fashionrec.recommender.layout import FEATURES, RANKER_DIR
+from fashionrec.recommender.live import BASELINE, PIPELINE, LiveChoice, best_baseline, live_methods
+from fashionrec.recommender.pipeline import PipelineConfig
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
 
 log = logging.getLogger(__name__)
 
 LIVE = "live"
+# Each reported week's best baseline on that week's buyers (chosen after the fact: a bar no method could
+# pick in advance); every lift is also given against it.
+BEST_BASELINE = "best_baseline"
 # The pipeline refitted with other seeds (`ranker_seeds`): reported, never chosen as the live method.
 SEED_PREFIX = "pipeline_seed"
-NOT_CHOOSABLE = ("oracle", LIVE)
 Lists = dict[str, list[str]]
 
 
@@ -74,46 +75,45 @@ def _fit_fold(
     truths: dict[int, Lists],
     week: int,
     seeds: Sequence[int],
-) -> dict[int, tuple[Ranker | None, int, dict[str, Any]]]:
+) -> dict[int, tuple[Fitted | None, dict[str, Any]]]:
     """The fold's ranker for each seed (XGBoost's row and column sampling), all on one training set: trained
-    on the weeks before W-1, early stopping and choices on W-1."""
+    on the weeks before W-1, early stopping and choices on W-1 (`ranking.choose.fit_and_choose`, as in
+    train_ranker)."""
     train_weeks = [w for w in range(week - 1 - params.train_weeks, week - 1) if w in frames]
     valid_week = week - 1
     if not train_weeks or valid_week not in frames:
-        return {seed: (None, 0, {"why": "not enough earlier weeks with buyers"}) for seed in seeds}
+        return {seed: (None, {"why": "not enough earlier weeks with buyers"}) for seed in seeds}
     train = with_positives(pd.concat([frames[w] for w in train_weeks], ignore_index=True))
     valid = frames[valid_week]
     positives = with_positives(valid)
     if train.empty or positives.empty:
         why = "no purchase among the candidates of the training or validation weeks"
-        return {seed: (None, 0, {"why": why}) for seed in seeds}
-    settings, objectives, windows = ranker_choices(params)
-    kept = {window: valid[~bought_within(valid, window)] for window in windows}
-    fits: dict[int, tuple[Ranker | None, int, dict[str, Any]]] = {}
+        return {seed: (None, {"why": why}) for seed in seeds}
+    settings = ranker_choices(params)[0]
+    fits: dict[int, tuple[Fitted | None, dict[str, Any]]] = {}
     for seed in seeds:
         booster = replace(settings, seed=seed)
-        best: tuple[float, Ranker, int, int] | None = None
-        for objective in objectives:
-            ranker, rounds = fit(train, positives, FEATURES, objective, booster)
-            for window in windows:
-                score = map_at_k(
-                    truths[valid_week],
-                    ranked_lists(rank_frame(kept[window], ranker, params.k, params.max_per_type)),
-                    params.k,
-                )
-                if best is None or score > best[0]:
-                    best = (score, ranker, window, rounds)
-        assert best is not None
-        score, ranker, window, rounds = best
+        fitted, _ = fit_and_choose(
+            params,
+            valid,
+            truths[valid_week],
+            lambda objective, booster=booster: fit(train, positives, FEATURES, objective, booster),
+        )
         chosen = {
-            "objective": ranker.objective,
-            "already_bought_weeks": window,
-            "rounds": rounds,
+            "objective": fitted.ranker.objective,
+            "already_bought_weeks": fitted.window,
+            "rounds": fitted.rounds,
             "train_rows": len(train),
-            "val_map": round(score, 5),
+            "val_map": round(fitted.val_map, 5),
         }
-        fits[seed] = (ranker, window, chosen)
+        fits[seed] = (fitted, chosen)
     return fits
+
+
+def fold_folder(params: BacktestParams, week: int) -> Path:
+    """Where a fold's ranker and pipeline config are kept, laid out as the artifacts folder is
+    (`ranking/ranker`, `ranking/pipeline.json`): the model that fold would have served."""
+    return Path(params.artifacts_dir) / "backtest" / str(first_day(week))
 
 
 def _fold_methods(
@@ -121,9 +121,13 @@ def _fold_methods(
     snapshot: dict[str, DataFrame],
     frames: dict[int, pd.DataFrame],
     truths: dict[int, Lists],
-    week: int,
-) -> tuple[dict[str, Lists], dict[str, Any]]:
-    """Every method's top-k for the buyers of `week`."""
+    inputs: WeekInputs,
+) -> tuple[dict[str, Lists], PipelineConfig, dict[str, Any]]:
+    """Every method's top-k for the buyers of the fold's week: the servable ones as the core answers
+    them with the fold's ranker (`ranking.frames.week_lists`; the baseline too, with the business
+    rules), the Spark baselines, the oracle; and the fold's pipeline config (its already-bought window;
+    the caller chooses the live method)."""
+    week = inputs.week
     spark = snapshot[Tables.TRANSACTIONS].sparkSession
     tx, customers = snapshot[Tables.TRANSACTIONS], snapshot[Tables.CUSTOMERS]
     buyers = sorted(truths[week])
@@ -132,70 +136,58 @@ def _fold_methods(
     first = ranker_choices(params)[0].seed  # the settings' own seed: the pipeline's ranker
     seeds = range(first, first + params.ranker_seeds)
     fits = _fit_fold(params, frames, truths, week, seeds)
-    ranker, window, chosen = fits[first]
-    methods[PIPELINE] = _pipeline_lists(params, frames[week], ranker, window, buyers, methods[BASELINE])
+    fitted, chosen = fits[first]
+    folder = fold_folder(params, week)
+    config = PipelineConfig.of(params, fitted.window if fitted else 0)
+    if fitted is None:  # no ranker: every servable method is the baseline as served
+        served = week_lists(inputs, config, None, {BASELINE: params.k})
+        methods |= dict.fromkeys(live_methods(params.cutoffs), served[BASELINE])
+    else:
+        ranker_dir = fitted.ranker.save(folder / RANKER_DIR)
+        methods |= week_lists(inputs, config, ranker_dir, served_lengths(params))
     for seed in seeds[1:]:
-        other, other_window, _ = fits[seed]
-        methods[f"{SEED_PREFIX}{seed}"] = _pipeline_lists(
-            params, frames[week], other, other_window, buyers, methods[BASELINE]
-        )
-    own = baselines.repurchase(tx, targets, week, params.k, fallback=[])
-    for cutoff in params.cutoffs:
-        methods[blend_name(cutoff)] = {
-            c: blend(own.get(c, []), methods[PIPELINE][c], cutoff, params.k) for c in buyers
-        }
+        other, _ = fits[seed]
+        if other is None:
+            methods[f"{SEED_PREFIX}{seed}"] = methods[PIPELINE]
+            continue
+        other_dir = other.ranker.save(folder / f"seed{seed}" / RANKER_DIR)
+        other_config = PipelineConfig.of(params, other.window)
+        lists = week_lists(inputs, other_config, other_dir, {PIPELINE: params.k})
+        methods[f"{SEED_PREFIX}{seed}"] = lists[PIPELINE]
     oracle = oracle_method(params.data_path, tx, targets, week, params.k)
     if oracle is not None:
         methods["oracle"] = oracle
-    return methods, chosen
-
-
-def _pipeline_lists(
-    params: BacktestParams,
-    test: pd.DataFrame,
-    ranker: Ranker | None,
-    window: int,
-    buyers: list[str],
-    baseline: Lists,
-) -> Lists:
-    """The ranker's top-k for the week's buyers; customers without candidates (or a fold without a
-    ranker) get the baseline's list rather than nothing."""
-    ranked: Lists = {}
-    if ranker is not None:
-        kept = test[~bought_within(test, window)]
-        ranked = ranked_lists(rank_frame(kept, ranker, params.k, params.max_per_type))
-    return {c: ranked.get(c) or baseline.get(c, []) for c in buyers}
+    return methods, config, chosen
 
 
 def _weekly_frames(
-    params: BacktestParams, snapshot: dict[str, DataFrame], weeks: list[int]
-) -> tuple[dict[int, pd.DataFrame], dict[int, Lists], dict[int, dict[str, float]]]:
-    """Labelled candidate rows and the buyers' purchases of each week (features as of that week)."""
+    params: BacktestParams, snapshot: dict[str, DataFrame], weeks: list[int], keep: set[int]
+) -> tuple[dict[int, pd.DataFrame], dict[int, Lists], dict[int, dict[str, float]], dict[int, WeekInputs]]:
+    """Labelled candidate rows and the buyers' purchases of each week (features as of that week); the
+    snapshots of the `keep` weeks with buyers stay open for their lists (the caller closes them)."""
     spark = snapshot[Tables.TRANSACTIONS].sparkSession
     tx = snapshot[Tables.TRANSACTIONS]
-    rules = FilterRules(0, params.filter_out_of_stock, params.filter_region, params.filter_age)
-    frames, truths, recalls = {}, {}, {}
+    config = PipelineConfig.of(params, already_bought_weeks=0)
+    frames, truths, recalls, kept = {}, {}, {}, {}
     for position, week in enumerate(weeks, 1):
         truth = week_truth(tx, week).persist()
-        actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
-        if actual:
-            frame, recall, _ = week_frame(
-                spark,
-                snapshot,
-                week,
-                truth,
-                pipeline_config(params, rules),
-                params.artifacts_dir,
-                params.random_negatives,
-                params.seed,
-            )
-            frames[week], truths[week], recalls[week] = frame, actual, recall
+        inputs = open_week(spark, snapshot, week, truth, config, params.artifacts_dir)
+        try:
+            if inputs.actual:
+                frame, recall, _ = candidate_frame(inputs, params.random_negatives, params.seed)
+                frames[week], truths[week], recalls[week] = frame, inputs.actual, recall
+        finally:
+            if week in keep and inputs.actual:
+                kept[week] = inputs
+            else:
+                inputs.close()
         truth.unpersist()
         print(
-            f"  backtest: candidates of week {first_day(week)} ({position}/{len(weeks)}), {len(actual)} buyers",
+            f"  backtest: candidates of week {first_day(week)} ({position}/{len(weeks)}), "
+            f"{len(inputs.actual)} buyers",
             flush=True,
         )
-    return frames, truths, recalls
+    return frames, truths, recalls, kept
 
 
 def _chart(
@@ -222,7 +214,9 @@ def _chart(
         [summary[m]["map"] - summary[m]["low"] for m in names],
         [summary[m]["high"] - summary[m]["map"] for m in names],
     ]
-    colours = ["#d62728" if m == LIVE else "#7f7f7f" if m == BASELINE else "#1f77b4" for m in names]
+    colours = [
+        "#d62728" if m == LIVE else "#7f7f7f" if m in (BASELINE, BEST_BASELINE) else "#1f77b4" for m in names
+    ]
     right.barh(names, means, xerr=errors, color=colours, capsize=3)
     right.set_title(f"pooled MAP@{k}, 95% bootstrap interval")
     # Two scales: on real data a source finds a few % of the purchases, and under 1% of its candidates sell.
@@ -237,9 +231,17 @@ def _chart(
     return save_figure(fig, path)
 
 
+def _mean(values: dict[str, float]) -> float:
+    return float(np.mean(list(values.values()))) if values else 0.0
+
+
+def _lift_text(lift: Pooled) -> str:
+    return f"{lift.mean:.2f}x ({lift.low:.2f}–{lift.high:.2f})"
+
+
 def _seed_spread(lift: dict[str, Any], names: list[str]) -> str | None:
     """The pipeline's lift over the baseline for each ranker seed, e.g. "1.03-1.17x, mean 1.09x (5 seeds)":
-    on a few hundred customer-weeks the seed alone moves it as far as a setting does (docs/benchmarks.md).
+    on a few hundred customer-weeks the seed alone moves it as far as a setting does (docs/journal.md).
     None with one seed."""
     values = [lift[PIPELINE].mean] + [lift[m].mean for m in names if m.startswith(SEED_PREFIX)]
     if len(values) < 2:
@@ -262,8 +264,8 @@ def _lists_frame(spark: SparkSession, folds: dict[int, dict[str, Lists]], k: int
 def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-backtest")
     started = time.perf_counter()
-    snapshot, versions = pinned_snapshot(
-        spark, params, (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES)
+    snapshot, versions = pin_tables(
+        spark, params.tables, (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES), OPTIONAL_INPUTS
     )
     tx = snapshot[Tables.TRANSACTIONS]
     last = tx.agg(F.max(week_col(F.col("t_dat")))).first()[0]
@@ -275,28 +277,51 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         tx, snapshot[Tables.CUSTOMERS], snapshot[Tables.ARTICLES], frame_weeks
     ).persist()
     try:
-        frames, truths, recalls = _weekly_frames(
-            params, {**snapshot, Tables.ARTICLE_FEATURES: features}, frame_weeks
+        frames, truths, recalls, open_weeks = _weekly_frames(
+            params, {**snapshot, Tables.ARTICLE_FEATURES: features}, frame_weeks, set(folds)
         )
     finally:
         features.unpersist()
+    try:
+        return _run_folds(
+            params, snapshot, versions, folds, reported, frames, truths, recalls, open_weeks, started
+        )
+    finally:
+        for inputs in open_weeks.values():
+            inputs.close()
+
+
+def _run_folds(
+    params: BacktestParams,
+    snapshot: dict[str, DataFrame],
+    versions: dict[str, int],
+    folds: list[int],
+    reported: list[int],
+    frames: dict[int, pd.DataFrame],
+    truths: dict[int, Lists],
+    recalls: dict[int, dict[str, float]],
+    open_weeks: dict[int, WeekInputs],
+    started: float,
+) -> dict[str, Any]:
+    """Each fold's lists and live choice in week order, then the pooled report."""
+    spark = snapshot[Tables.TRANSACTIONS].sparkSession
 
     per_fold: dict[int, dict[str, Lists]] = {}
     fold_scores: dict[int, dict[str, dict[str, float]]] = {}
     choices: dict[str, Any] = {}
+    servable = live_methods(params.cutoffs)
     for week in folds:
-        if week not in truths:
+        if week not in open_weeks:
             continue
-        methods, chosen = _fold_methods(params, snapshot, frames, truths, week)
+        methods, config, chosen = _fold_methods(params, snapshot, frames, truths, open_weeks[week])
         earlier = [w for w in folds if w < week and w in fold_scores]
-        candidates = {
-            m: [s for w in earlier for s in fold_scores[w][m].values()]
-            for m in methods
-            if m not in NOT_CHOOSABLE and not m.startswith(SEED_PREFIX)
-        }
+        # Only what the served model can answer is chosen: the live methods, as the core answers them.
+        candidates = {m: [s for w in earlier for s in fold_scores[w][m].values()] for m in servable}
+        # The bar: the served baseline that did better on the earlier folds (the parameter's before any).
+        default = best_baseline(candidates) if earlier else params.default_method
         live, why = choose(
             candidates,
-            params.default_method,
+            default,
             params.min_choice_weeks,
             len(earlier),
             params.live_confidence,
@@ -304,12 +329,17 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
             params.seed,
         )
         methods[LIVE] = methods[live]
+        write_config(replace(config, live=LiveChoice(live, why)), fold_folder(params, week))
         per_fold[week] = methods
         fold_scores[week] = {m: scores(truths[week], lists, params.k) for m, lists in methods.items()}
         choices[str(first_day(week))] = {"live": live, "why": why, "ranker": chosen}
         print(f"  backtest: week {first_day(week)}: live = {live} ({why})", flush=True)
 
     weeks_done = [w for w in reported if w in fold_scores]
+    best_of_week = {}
+    for w in weeks_done:  # the bar of each week: its best baseline on that week's buyers
+        best_of_week[str(first_day(w))] = best = max(BASELINES, key=lambda m: _mean(fold_scores[w][m]))
+        fold_scores[w][BEST_BASELINE] = fold_scores[w][best]
     names = list(fold_scores[weeks_done[-1]])
     pooled_values = {m: [s for w in weeks_done for s in fold_scores[w][m].values()] for m in names}
     indices = bootstrap_indices(len(pooled_values[BASELINE]), params.bootstrap_samples, params.seed)
@@ -318,6 +348,7 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         p = pooled(values, indices)
         summary[method] = {"map": p.mean, "low": p.low, "high": p.high}
     lift = {m: ratio(pooled_values[m], pooled_values[BASELINE], indices) for m in names if m != BASELINE}
+    over_best = {m: ratio(pooled_values[m], pooled_values[BEST_BASELINE], indices) for m in names}
     per_week = pd.DataFrame(
         {m: [float(np.mean(list(fold_scores[w][m].values()))) for w in weeks_done] for m in names},
         index=[str(first_day(w)) for w in weeks_done],
@@ -338,6 +369,7 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
             f"x {BASELINE}": "1.00"
             if m == BASELINE
             else f"{lift[m].mean:.2f} ({lift[m].low:.2f}–{lift[m].high:.2f})",
+            "x best baseline": f"{over_best[m].mean:.2f} ({over_best[m].low:.2f}–{over_best[m].high:.2f})",
         }
         for m in sorted(names, key=lambda m: -summary[m]["map"])
     ]
@@ -349,8 +381,11 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
         "pooled": table,
         "per_week": per_week.round(5).reset_index(names="week").to_dict("records"),
         "live_choices": choices,
-        "live_vs_baseline": f"{lift[LIVE].mean:.2f}x ({lift[LIVE].low:.2f}–{lift[LIVE].high:.2f})",
-        "pipeline_vs_baseline": f"{lift[PIPELINE].mean:.2f}x ({lift[PIPELINE].low:.2f}–{lift[PIPELINE].high:.2f})",
+        "live_vs_baseline": _lift_text(lift[LIVE]),
+        "pipeline_vs_baseline": _lift_text(lift[PIPELINE]),
+        "live_vs_best_baseline": _lift_text(over_best[LIVE]),
+        "pipeline_vs_best_baseline": _lift_text(over_best[PIPELINE]),
+        "best_baseline_of_week": best_of_week,
         "pipeline_seed_spread": _seed_spread(lift, names),
         "candidate_recall": recall,
         "candidate_hit_rate": hit_rate,

@@ -201,7 +201,7 @@ class RankingParams(LakeParams):
     reports_dir: str = "reports"
     # Target weeks before the validation week whose candidates also train the ranker (the two-tower's rank
     # and score are in-sample there, so they are blanked: `ranking.task.without_in_sample_two_tower`).
-    # 4 chosen on `small`'s validation buyers (docs/benchmarks.md): 0 → 0.0271, 4 → 0.0326, 8 → 0.0287.
+    # 4 chosen on `small`'s validation buyers (docs/journal.md): 0 → 0.0271, 4 → 0.0326, 8 → 0.0287.
     train_weeks: int = 4
     # Share of the validation week's buyers that train the ranker (the rest: early stopping, choices).
     validation_train_share: float = 0.7
@@ -230,7 +230,7 @@ class RankingParams(LakeParams):
     objective: str = "auto"
     # Shallow, regularised trees: chosen on hm_real_dev's choice folds (the backtest) and on `small`'s
     # validation buyers (0.0326 with depth 6, η 0.1, min child weight 1; 0.0352 with these), see
-    # docs/benchmarks.md.
+    # docs/journal.md.
     max_depth: int = 3
     learning_rate: float = 0.05
     rounds: int = 300
@@ -244,6 +244,8 @@ class RankingParams(LakeParams):
     # baseline stays live unless another method beats it with `live_confidence`); or one of those names.
     live_method: str = "auto"
     live_confidence: float = 0.9
+    # Cut-offs of the blends "the customer's own recent articles first, then the ranker's list".
+    blend_cutoffs: str = "1,2,4,6,12"
     # Above this many training rows the ranker trains with xgboost.spark across the cluster.
     distributed_above_rows: int = 5_000_000
     seed: int = 42
@@ -255,6 +257,10 @@ class RankingParams(LakeParams):
             raise ValueError("nothing to train on: set train_weeks > 0 or validation_train_share > 0")
         if self.objective not in ("auto", "rank:ndcg", "binary:logistic"):
             raise ValueError(f"objective must be auto, rank:ndcg or binary:logistic, got {self.objective!r}")
+
+    @property
+    def cutoffs(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.blend_cutoffs.split(",") if c.strip())
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,7 @@ class ImageSimilarityParams(LakeParams):
     epochs: int = 4
     steps_per_epoch: int = 100
     # Flipped / zoomed-in copies of every training image: lifts neighbour precision on real photos for a
-    # model trained on rendered ones (docs/benchmarks.md); 0 trains on the images as they are.
+    # model trained on rendered ones (docs/journal.md); 0 trains on the images as they are.
     augment_copies: int = 1
     # Shares of products held out: to report neighbour precision on unseen products (holdout), and to
     # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
@@ -371,25 +377,19 @@ class BacktestParams(RankingParams):
     weeks: int = 8
     validation_weeks: int = 4
     min_choice_weeks: int = 2
-    # Chosen on hm_real_dev's folds before the reported weeks (docs/benchmarks.md): many weeks of buyers
+    # Chosen on hm_real_dev's folds before the reported weeks (docs/journal.md): many weeks of buyers
     # (a week of ~40 real buyers is too few) and the train_ranker task's shallow, regularised trees.
     train_weeks: int = 22
     objective: str = "binary:logistic"
     # The two-tower would have to be retrained for each fold: off unless asked for.
     two_tower_candidates: int = 0
     random_negatives: int = 0
-    # Cut-offs of the blends "the customer's own recent articles first, then the ranker's list".
-    blend_cutoffs: str = "1,2,4,6,12"
     bootstrap_samples: int = 1000
     default_method: str = "repurchase_then_popular"
     # Rankers fitted per fold with seeds 42, 43, ...: the lists and the live method use the first; the others
     # are reported (`pipeline_seed<n>`, `pipeline_seed_spread`) to show how much of the pipeline's figure
-    # is its seed. On hm_real_dev's 333 customer-weeks five seeds gave 1.03-1.17x (docs/benchmarks.md).
+    # is its seed. On hm_real_dev's 333 customer-weeks five seeds gave 1.03-1.17x (docs/journal.md).
     ranker_seeds: int = 1
-
-    @property
-    def cutoffs(self) -> tuple[int, ...]:
-        return tuple(int(c) for c in self.blend_cutoffs.split(",") if c.strip())
 
     def __post_init__(self) -> None:
         super().__post_init__()

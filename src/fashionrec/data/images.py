@@ -8,7 +8,7 @@ one product share them), and position, scale and lighting per article. So visual
 product type and colour, which the similarity model is judged on.
 
 Framed like retail product photos, so that a model trained on them transfers to real ones (measured on
-H&M photos, docs/benchmarks.md): the product fills most of the frame whatever its shape, and socks and
+H&M photos, docs/journal.md): the product fills most of the frame whatever its shape, and socks and
 briefs are often shown as multipacks.
 """
 

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from fashionrec.features.weeks import before_week, first_day
+from fashionrec.recommender.live import REPURCHASE_WEEKS
 
 AGE_BANDS = [16, 20, 25, 30, 40, 50, 60]
 
@@ -51,9 +52,10 @@ def repurchase(
     week: int,
     k: int,
     fallback: list[str],
-    weeks_back: int = 12,
+    weeks_back: int | None = REPURCHASE_WEEKS,
 ) -> dict[str, list[str]]:
-    """The customer's most recently bought distinct articles, then the popular fallback list."""
+    """The customer's most recently bought distinct articles of the last `weeks_back` weeks (None: their
+    whole history), then the popular fallback list."""
     recent = (
         before_week(transactions, week, weeks_back)
         .join(customers.select("customer_id"), "customer_id", "left_semi")
@@ -98,7 +100,7 @@ def age_band_tops(
 ) -> DataFrame:
     """(band, article_id, source_rank, source_score): each age band's `n` best sellers of the last
     `weeks_back` weeks; band -1 holds everyone's (for unknown ages). The baseline below and the
-    recommender's age-band source (`recommender.snapshot`) both read it."""
+    recommender's age-band source (`snapshot.build`) both read it."""
     sales = before_week(transactions, week, weeks_back).join(customer_bands(customers), "customer_id")
     per_band = sales.groupBy("band", "article_id").agg(F.count("*").alias("source_score"))
     overall = (

@@ -11,9 +11,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from fashionrec.features.weeks import first_day_col, week_col
-
-HISTORY_LENGTH = 10
-HISTORY_WEEKS = 26
+from fashionrec.weeks import HISTORY_LENGTH, HISTORY_WEEKS
 
 
 def _last(items: F.Column, n: int) -> F.Column:

@@ -31,6 +31,7 @@ from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import (
     current_version,
     overwrite_table,
+    pin_tables,
     read_changes,
     read_table,
     table_exists,
@@ -210,14 +211,8 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     spark = spark or get_spark("fashionrec-features")
     tables = params.tables
     started = time.perf_counter()
-    versions = {t: current_version(spark, tables, t) for t in SOURCES}
-    missing = [t for t, v in versions.items() if v is None]
-    if missing:
-        raise ValueError(
-            f"source table(s) {', '.join(missing)} not found in {tables.describe()}: run the ingest task first"
-        )
     # Read every source at the version recorded in the state, so the run is reproducible.
-    snapshot = {t: read_table(spark, tables, t, version=versions[t]) for t in SOURCES}
+    snapshot, versions = pin_tables(spark, tables, SOURCES, hint="run the ingest task first")
     splits = resolve_splits(snapshot[Tables.TRANSACTIONS], params.test_week_start)
     weeks = list(range(splits.test_week - params.feature_weeks + 1, splits.test_week + 1))
     plan = plan_run(spark, params, weeks, versions)

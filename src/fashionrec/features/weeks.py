@@ -1,25 +1,13 @@
-"""Week arithmetic shared by every stage: weeks run Wednesday to Tuesday, as in the H&M competition.
-
-A week is an integer index counted from the Wednesday 1970-01-07, so week numbers never depend on the
-data; `as_of_week = W` means "using transactions strictly before the first day of week W".
-"""
+"""Week arithmetic as Spark expressions (`fashionrec.weeks` holds the rules in pure Python, for the runtime)."""
 
 from __future__ import annotations
-
-from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-EPOCH = date(1970, 1, 7)  # a Wednesday
+from fashionrec.weeks import EPOCH, first_day, week_of
 
-
-def week_of(day: date) -> int:
-    return (day - EPOCH).days // 7
-
-
-def first_day(week: int) -> date:
-    return EPOCH + timedelta(days=7 * week)
+__all__ = ["EPOCH", "before_week", "first_day", "first_day_col", "week_col", "week_of"]
 
 
 def week_col(day: Column) -> Column:

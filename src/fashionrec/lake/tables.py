@@ -57,6 +57,28 @@ def current_version(spark: SparkSession, tables: TableLocator, table: str) -> in
     return int(delta_table(spark, tables, table).history(1).select("version").first()[0])
 
 
+def pin_tables(
+    spark: SparkSession,
+    tables: TableLocator,
+    names: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    hint: str = "run the earlier tasks first",
+) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The tables `names` (and those of `optional` that exist) read at their current versions, so one run
+    reads one consistent state; and those versions (lineage). A missing required table is an error that
+    names it and says what to run (`hint`)."""
+    versions = {t: current_version(spark, tables, t) for t in names}
+    missing = [t for t, v in versions.items() if v is None]
+    if missing:
+        raise ValueError(f"table(s) {', '.join(missing)} not found in {tables.describe()}: {hint}")
+    for table in optional:
+        version = current_version(spark, tables, table)
+        if version is not None:
+            versions[table] = version
+    pinned = {t: read_table(spark, tables, t, version=v) for t, v in versions.items()}
+    return pinned, versions  # type: ignore[return-value]
+
+
 def table_id(spark: SparkSession, tables: TableLocator, table: str) -> str | None:
     """The table's Delta id, new each time the table is created (a rebuilt lakehouse restarts its versions
     at 0, its ids do not repeat), or None when it does not exist: with a version, what a cache of results

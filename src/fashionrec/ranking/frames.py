@@ -1,8 +1,8 @@
 """The ranker's rows for one target week, from the recommender core: train_ranker and the backtest call it.
 
-For week W the driver writes a snapshot as of W (`recommender.snapshot.write_global_part`: everything
+For week W the driver writes a snapshot as of W (`snapshot.build.write_global_part`: everything
 computed from purchases strictly before W), Spark computes the target customers' rows as of W, and the
-core proposes, filters and describes their candidates in `mapInPandas` (`recommender.spark`). Labels are
+core proposes, filters and describes their candidates in `mapInPandas` (`snapshot.spark`). Labels are
 what each customer bought in W. Batch scoring and serving run the same core on the same kind of snapshot,
 so the ranker is asked about exactly the rows it learned from.
 """
@@ -12,49 +12,23 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fashionrec.config import RankingParams, Tables
+from fashionrec.config import Tables
 from fashionrec.features.weeks import week_col
-from fashionrec.ranking.filters import FilterRules
-from fashionrec.recommender.layout import ABSENT_RANK, RANDOM_SOURCE, SOURCES, CandidateCounts
-from fashionrec.recommender.snapshot import GlobalInputs, customer_rows, purchase_rows, write_global_part
-from fashionrec.recommender.spark import candidate_rows
+from fashionrec.recommender.layout import ABSENT_RANK, RANDOM_SOURCE, SOURCES
+from fashionrec.recommender.pipeline import PipelineConfig
+from fashionrec.snapshot.build import GlobalInputs, customer_rows, purchase_rows, write_global_part
+from fashionrec.snapshot.spark import ALREADY_BOUGHT_COLUMNS, candidate_rows, method_lists
 
 FRAMES_DIR = Path("ranking") / "frames"  # under artifacts_dir: per-week snapshots, removed after use
 ROWS_PER_TASK = 5_000  # target customers per Spark task (each task loads the core once)
-
-
-def candidate_counts(params: RankingParams) -> CandidateCounts:
-    return CandidateCounts(
-        two_tower=params.two_tower_candidates,
-        repurchase=params.repurchase_candidates,
-        same_product=params.same_product_candidates,
-        trending=params.trending_candidates,
-        age_band=params.age_band_candidates,
-        visual=params.visual_candidates,
-        popular=params.popular_candidates,
-        bought_together=params.bought_together_candidates,
-        favourite_type=params.favourite_type_candidates,
-        repurchase_weeks=params.repurchase_weeks,
-    )
-
-
-def pipeline_config(params: RankingParams, rules: FilterRules) -> dict[str, Any]:
-    """The part of pipeline.json the core reads: rules, candidate counts, k and the diversity cap."""
-    return {
-        "rules": asdict(rules),
-        "candidates": asdict(candidate_counts(params)),
-        "max_per_type": params.max_per_type,
-        "k": params.k,
-    }
 
 
 def week_truth(tx: DataFrame, week: int) -> DataFrame:
@@ -99,7 +73,7 @@ def candidate_hit_rate(frame: pd.DataFrame) -> dict[str, float]:
     """Share of each source's candidates (rows with a `label`) that the customer bought: how much one of
     its articles is worth. Recall says what a source finds; this says what a slot spent on it is worth,
     which is what the ranker weighs (and what differed most between the generated and the real world,
-    docs/benchmarks.md). Sources without candidates are left out."""
+    docs/journal.md). Sources without candidates are left out."""
     out = {}
     for source in SOURCES:
         proposed = frame[f"rank_{source}"] < ABSENT_RANK
@@ -162,45 +136,141 @@ def _qid(frame: pd.DataFrame, week: int) -> pd.DataFrame:
     return frame.assign(qid=week * 10_000_000 + codes, week=week)
 
 
-def week_frame(
+@dataclass
+class WeekInputs:
+    """A target week's snapshot (its global half, written to `folder`) and its target customers' rows as of
+    the week: what the core needs on Spark for the ranker's rows (`candidate_frame`) and for the served
+    lists (`week_lists`). `close` removes the folder."""
+
+    week: int
+    folder: Path
+    artifacts_dir: Path
+    customers: DataFrame
+    purchases: DataFrame
+    tasks: int
+    actual: dict[str, list[str]]
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def open_week(
     spark: SparkSession,
     snapshot: dict[str, DataFrame],
     week: int,
     truth: DataFrame,
-    config: dict[str, Any],
+    config: PipelineConfig,
     artifacts_dir: str | Path,
-    random_negatives: int = 0,
-    seed: int = 0,
     personal_tx: DataFrame | None = None,
-) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
-    """Labelled ranker rows for the buyers in `truth` (customer_id, article_ids) as of `week`, for the
-    pipeline `config` (`pipeline_config`): the rows its business rules keep, the candidate recall per
-    source and the rows each rule removed. The customers' own purchases come from `personal_tx` when
-    given (incremental scoring's newer version), else from the snapshot's transactions."""
+) -> WeekInputs:
+    """Write the snapshot of `week` for the pipeline `config` and define the rows of the buyers in `truth`
+    (customer_id, article_ids). The customers' own purchases come from `personal_tx` when given
+    (incremental scoring's newer version), else from the snapshot's transactions."""
     inputs = global_inputs(snapshot)
     actual = {r["customer_id"]: list(r["article_ids"]) for r in truth.collect()}
     folder = Path(artifacts_dir) / FRAMES_DIR / f"{week}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     try:
-        write_global_part(inputs, week, config, folder)
-        targets = truth.select("customer_id")
-        people = inputs.customers.join(targets, "customer_id", "left_semi")
-        own = personal_tx if personal_tx is not None else inputs.global_tx
-        tx = own.join(targets, "customer_id", "left_semi")
-        tasks = min(spark.sparkContext.defaultParallelism, -(-len(actual) // ROWS_PER_TASK))
-        rows = candidate_rows(
-            folder,
-            artifacts_dir,
-            customer_rows(tx, people, inputs.articles, week),
-            purchase_rows(tx, week),
-            max(tasks, 1),
-            random_negatives,
-            seed + week,
-        )
-        frame = with_labels(rows.toArrow().to_pandas(), actual)
-    finally:
+        write_global_part(inputs, week, config.to_dict(), folder)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
-    recall = candidate_recall(frame, actual)
+        raise
+    targets = truth.select("customer_id")
+    own = personal_tx if personal_tx is not None else inputs.global_tx
+    tx = own.join(targets, "customer_id", "left_semi")
+    people = inputs.customers.join(targets, "customer_id", "left_semi")
+    tasks = max(min(spark.sparkContext.defaultParallelism, -(-len(actual) // ROWS_PER_TASK)), 1)
+    return WeekInputs(
+        week,
+        folder,
+        Path(artifacts_dir),
+        customer_rows(tx, people, inputs.articles, week),
+        purchase_rows(tx, week),
+        tasks,
+        actual,
+    )
+
+
+def candidate_frame(
+    inputs: WeekInputs, random_negatives: int = 0, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
+    """Labelled ranker rows of the week's buyers: the rows the snapshot's business rules keep, the
+    candidate recall per source and the rows each rule removed."""
+    rows = candidate_rows(
+        inputs.folder,
+        inputs.artifacts_dir,
+        inputs.customers,
+        inputs.purchases,
+        inputs.tasks,
+        random_negatives,
+        seed + inputs.week,
+    )
+    frame = with_labels(rows.toArrow().to_pandas(), inputs.actual)
+    recall = candidate_recall(frame, inputs.actual)
     counts = filter_counts(frame)
     kept = frame[frame["removed_by"].map(len) == 0].drop(columns=["removed_by"])
-    return _qid(kept.reset_index(drop=True), week), recall, counts
+    return _qid(kept.reset_index(drop=True), inputs.week), recall, counts
+
+
+def week_frame(
+    spark: SparkSession,
+    snapshot: dict[str, DataFrame],
+    week: int,
+    truth: DataFrame,
+    config: PipelineConfig,
+    artifacts_dir: str | Path,
+    random_negatives: int = 0,
+    seed: int = 0,
+    personal_tx: DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, float], dict[str, int]]:
+    """`candidate_frame` of the buyers in `truth` as of `week` (`open_week`), the snapshot removed after."""
+    inputs = open_week(spark, snapshot, week, truth, config, artifacts_dir, personal_tx)
+    try:
+        return candidate_frame(inputs, random_negatives, seed)
+    finally:
+        inputs.close()
+
+
+def week_lists(
+    inputs: WeekInputs,
+    config: PipelineConfig,
+    ranker_dir: str | Path | None,
+    lengths: dict[str, int],
+    customers: Sequence[str] | None = None,
+) -> dict[str, dict[str, list[str]]]:
+    """method → {customer: list} for the live methods of `lengths` (method → list length): the served
+    model's answers for the week's buyers (or `customers` among them), by the core with `config` and the
+    ranker in `ranker_dir` (None: the baseline's lists alone)."""
+    spark = inputs.customers.sparkSession
+    people, purchases = inputs.customers, inputs.purchases
+    if customers is not None:
+        chosen = spark.createDataFrame([(c,) for c in sorted(customers)], "customer_id string")
+        people = people.join(chosen, "customer_id", "left_semi")
+        purchases = purchases.join(chosen, "customer_id", "left_semi")
+    rows = method_lists(
+        inputs.folder,
+        inputs.artifacts_dir,
+        people,
+        purchases,
+        inputs.tasks,
+        lengths,
+        config.to_dict(),
+        ranker_dir,
+    ).toArrow()
+    out: dict[str, dict[str, list[str]]] = {method: {} for method in lengths}
+    for customer, method, articles in zip(
+        rows.column("customer_id").to_pylist(),
+        rows.column("method").to_pylist(),
+        rows.column("article_ids").to_pylist(),
+        strict=True,
+    ):
+        out[method][customer] = list(articles)
+    return out
+
+
+def bought_within(frame: pd.DataFrame, weeks: int) -> np.ndarray:
+    """The core's already-bought verdict for a window of `weeks` (0: off) on candidate rows
+    (`snapshot.spark.ALREADY_BOUGHT_COLUMNS`)."""
+    if weeks <= 0:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[ALREADY_BOUGHT_COLUMNS[weeks]].to_numpy(dtype=bool)

@@ -1,5 +1,5 @@
-"""The XGBoost ranker: fit (single node, or `xgboost.spark` for training sets beyond one machine),
-save/load as one folder written atomically, and score pandas batches.
+"""Fitting the XGBoost ranker: single node, or `xgboost.spark` for training sets beyond one machine. The
+fitted `Ranker` (save, load, score) is the runtime's (`recommender.ranker`).
 
 Two objectives compete on the validation week: LambdaMART (`rank:ndcg`, groups = customers) and plain
 `binary:logistic`; the task keeps whichever gives the higher validation MAP@12.
@@ -7,79 +7,37 @@ Two objectives compete on the validation week: LambdaMART (`rank:ndcg`, groups =
 
 from __future__ import annotations
 
-import json
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from fashionrec.config import RankingParams
+from fashionrec.recommender.ranker import Ranker
+
 OBJECTIVES = ("rank:ndcg", "binary:logistic")
 
 
 @dataclass(frozen=True)
 class BoosterParams:
-    max_depth: int = 6
-    learning_rate: float = 0.1
-    rounds: int = 300
+    """XGBoost's settings: the task's (`RankingParams`, where their defaults live) and fixed sampling."""
+
+    max_depth: int
+    learning_rate: float
+    rounds: int
+    min_child_weight: float
+    seed: int
     early_stopping_rounds: int = 20
-    min_child_weight: float = 1.0
     subsample: float = 0.9
     colsample_bytree: float = 0.9
-    seed: int = 42
-
-
-@dataclass
-class Ranker:
-    booster: xgb.Booster
-    objective: str
-    features: list[str]
-
-    def score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.score_matrix(frame[self.features].to_numpy(dtype=np.float32))
-
-    def score_matrix(self, values: np.ndarray) -> np.ndarray:
-        """Scores for rows of features in `self.features` order (NaN = missing). `inplace_predict`
-        skips building a DMatrix: the same trees and numbers, a fraction of the cost for small batches."""
-        return self.booster.inplace_predict(values, missing=np.nan)
-
-    def single_threaded(self) -> Ranker:
-        """Predict on one thread: a serving worker answers many small requests at once, and XGBoost's
-        default (all cores per call) only makes them wait for each other."""
-        self.booster.set_param({"nthread": 1})
-        return self
-
-    def importance(self) -> dict[str, float]:
-        gain = self.booster.get_score(importance_type="gain")
-        return {f: float(gain.get(f, 0.0)) for f in self.features}
-
-    def save(self, folder: str | Path) -> Path:
-        """model.json + meta.json in `folder`, staged beside it and renamed in (readers see old or new)."""
-        folder = Path(folder)
-        staging = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-        staging.mkdir(parents=True)
-        self.booster.save_model(str(staging / "model.json"))
-        (staging / "meta.json").write_text(
-            json.dumps({"objective": self.objective, "features": self.features}, indent=2)
-        )
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-        return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> Ranker:
-        folder = Path(folder)
-        if not (folder / "meta.json").exists():
-            raise FileNotFoundError(f"no ranker in {folder}: run the train_ranker task first")
-        meta = json.loads((folder / "meta.json").read_text())
-        booster = xgb.Booster()
-        booster.load_model(str(folder / "model.json"))
-        return cls(booster, meta["objective"], list(meta["features"]))
+    def of(cls, params: RankingParams) -> BoosterParams:
+        return cls(
+            params.max_depth, params.learning_rate, params.rounds, params.min_child_weight, params.seed
+        )
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ for the customers who bought on them.
 
 Customers without purchases before the week get their age band's best sellers, flagged `fallback`.
 Work is spread with `mapInPandas`: the driver writes the global half of a serving snapshot (article
-features, popularity lists, visual neighbours: `recommender.snapshot`), and each Python worker loads it
+features, popularity lists, visual neighbours: `snapshot.build`), and each Python worker loads it
 with the towers, the index and the ranker once, then runs the recommender core on Arrow batches of
 customers with their purchases and features (so batch and online answers come from the same code).
 """
@@ -37,9 +37,9 @@ from fashionrec.features.weeks import first_day, week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
 from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
-from fashionrec.recommender.snapshot import build_snapshot, changed_customers, customer_rows, purchase_rows
-from fashionrec.recommender.spark import loaded, use_batch, with_histories
-from fashionrec.retrieval.task import INDEX_FILE, TOWERS
+from fashionrec.retrieval.towers import INDEX_FILE, TOWERS
+from fashionrec.snapshot.build import build_snapshot, changed_customers, customer_rows, purchase_rows
+from fashionrec.snapshot.spark import loaded, use_batch, with_histories
 
 SNAPSHOT_ROOT = Path("scoring")  # under artifacts_dir: the global half of each run's snapshot
 STATE_SCHEMA = (
@@ -83,7 +83,7 @@ def score_customers(
     snapshot_dir: str, artifacts_dir: str, customers: DataFrame, purchases: DataFrame, partitions: int
 ) -> DataFrame:
     """(customer_id, article_ids, scores, sources, fallback) for each row of `customers` (the snapshot's
-    customer rows: `recommender.snapshot.customer_rows`), from their `purchases` before the week
+    customer rows: `snapshot.build.customer_rows`), from their `purchases` before the week
     (`purchase_rows`) and the snapshot's global half in `snapshot_dir`.
 
     Each Spark task runs the recommender core (the serving path) on Arrow batches of customers: batched

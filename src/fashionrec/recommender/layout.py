@@ -6,7 +6,6 @@ NaN where the source did not propose the article), so the ranker learns how far 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 SOURCES = (
@@ -27,22 +26,7 @@ FALLBACK_DEPTH = 4  # fallback lists draw from this many times k best sellers, b
 RANKER_DIR = Path("ranking") / "ranker"
 CONFIG_FILE = Path("ranking") / "pipeline.json"
 QUALITY_FILE = Path("ranking") / "quality.json"
-
-
-@dataclass(frozen=True)
-class CandidateCounts:
-    """How many articles each source proposes per customer (parameters of the ranking tasks)."""
-
-    two_tower: int = 50
-    repurchase: int = 12
-    same_product: int = 12
-    trending: int = 12
-    age_band: int = 12
-    visual: int = 12
-    popular: int = 12
-    bought_together: int = 12
-    favourite_type: int = 12
-    repurchase_weeks: int = 12
+QUERY_FILE = "query_embeddings.npz"  # in a serving snapshot: every warm customer's query embedding
 
 
 # Columns of the feature tables (`features.customer` / `features.article`, point in time) ...
@@ -71,7 +55,7 @@ ARTICLE_TABLE_FEATURES = [
     "colour_group_code",
     "graphical_appearance_no",
 ]
-# ... and what the snapshot (`recommender.lists`) or the core add to them.
+# ... and what the snapshot (`snapshot.lists`) or the core add to them.
 CUSTOMER_FEATURES = [
     *CUSTOMER_TABLE_FEATURES,
     "repeat_share",  # share of the customer's purchases that repeat an article they had bought

@@ -1,6 +1,6 @@
 """The ANN index over the catalogue's candidate embeddings (FAISS, inner product on unit vectors).
 
-Chosen by measurement (docs/benchmarks.md, this 2-core machine): exact inner-product search answers
+Chosen by measurement (docs/journal.md, this 2-core machine): exact inner-product search answers
 one query in 2.0-2.5 ms at H&M's 105k articles and 16-24 ms at 1M, so it is used only up to
 `EXACT_MAX_ARTICLES`. Above that an inverted-file index (IVF-Flat, about sqrt(n) lists, enough of them
 probed to scan ~30k vectors) answers in under a millisecond at recall@100 >= 0.95 against exact

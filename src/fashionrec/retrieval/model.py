@@ -219,7 +219,3 @@ def export_towers(model: TwoTower, vocab: Vocabulary, folder: str | Path) -> dic
     tf.saved_model.save(QueryEncoder(model.query_tower, vocab), paths["query_tower"])
     tf.saved_model.save(CandidateEncoder(model.candidate_tower, vocab), paths["candidate_tower"])
     return paths
-
-
-def load_encoder(path: str | Path) -> Any:
-    return tf.saved_model.load(str(path))

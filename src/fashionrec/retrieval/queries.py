@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fashionrec.features.history import history_before
-from fashionrec.features.weeks import first_day
-
-
-def month_angle(week: int) -> tuple[float, float]:
-    """month_sin, month_cos of the week's first day (the same encoding as the training set)."""
-    angle = 2 * math.pi * (first_day(week).month - 1) / 12.0
-    return math.sin(angle), math.cos(angle)
+from fashionrec.weeks import month_angle
 
 
 def query_frame(transactions: DataFrame, customers: DataFrame, targets: DataFrame, week: int) -> DataFrame:

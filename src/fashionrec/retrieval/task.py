@@ -30,34 +30,23 @@ from pyspark.sql import functions as F
 from fashionrec.config import IndexParams, RetrievalParams, Tables
 from fashionrec.features.splits import Splits
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import current_version, overwrite_table, read_table
+from fashionrec.lake.tables import overwrite_table, pin_tables, read_table
 from fashionrec.retrieval.inputs import encode_queries
 from fashionrec.retrieval.queries import query_table
+from fashionrec.retrieval.towers import INDEX_FILE, TOWERS, embed_catalog, embed_queries, load_towers
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, ValidationSet, train_worker
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary, vocabulary_from_lake
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.retrieval.vocab_lake import vocabulary_from_lake
 from fashionrec.training.distributed import SINGLE, run_on_barrier
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, search, start_trial_run
 
-TOWERS = Path("retrieval") / "towers"
-INDEX_FILE = Path("retrieval") / "index.npz"
-QUERY_ROWS_MULTIPLE = 64  # `embed_queries` pads each chunk to a multiple of this many rows
 TRAINING_SOURCES = (
     Tables.RETRIEVAL_TRAINING_SET,
     Tables.CUSTOMER_FEATURES,
     Tables.ARTICLE_FEATURES,
     Tables.SPLITS,
 )
-
-
-def _versions(spark: SparkSession, params: Any, tables: tuple[str, ...]) -> dict[str, int]:
-    versions = {t: current_version(spark, params.tables, t) for t in tables}
-    missing = [t for t, v in versions.items() if v is None]
-    if missing:
-        raise ValueError(
-            f"table(s) {', '.join(missing)} not found in {params.tables.describe()}: run the earlier tasks first"
-        )
-    return versions  # type: ignore[return-value]
 
 
 def validation_set(
@@ -137,7 +126,7 @@ def training_spec(
 def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = None) -> dict[str, Any]:
     spark = spark or get_spark("fashionrec-train-retrieval")
     started = time.perf_counter()
-    versions = _versions(spark, params, TRAINING_SOURCES)
+    _, versions = pin_tables(spark, params.tables, TRAINING_SOURCES)
     spec, _ = training_spec(spark, params, versions[Tables.RETRIEVAL_TRAINING_SET])
     vocab, validation = spec.vocab, spec.validation
     assert validation is not None
@@ -205,65 +194,6 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
     }
 
 
-def load_towers(artifacts_dir: str | Path) -> tuple[Any, Any, Vocabulary]:
-    from fashionrec.retrieval.model import load_encoder
-
-    folder = Path(artifacts_dir) / TOWERS
-    if not (folder / "vocab.json").exists():
-        raise FileNotFoundError(f"no trained towers in {folder}: run the train_retrieval task first")
-    return (
-        load_encoder(folder / "query_tower"),
-        load_encoder(folder / "candidate_tower"),
-        Vocabulary.load(folder / "vocab.json"),
-    )
-
-
-def embed_catalog(candidate_encoder: Any, articles: pa.Table, batch: int = 8192) -> np.ndarray:
-    """Candidate embeddings of every article row (new articles: OOV id, known categories)."""
-    parts = []
-    for start in range(0, articles.num_rows, batch):
-        chunk = articles.slice(start, batch)
-        inputs = {
-            c: np.asarray(chunk.column(c).fill_null("").to_pylist(), dtype=object)
-            for c in ("article_id", *ARTICLE_CATEGORIES)
-        }
-        parts.append(candidate_encoder(inputs).numpy())
-    return np.concatenate(parts)
-
-
-def embed_queries(query_encoder: Any, queries: pa.Table, batch: int = 8192) -> np.ndarray:
-    """Query-tower embeddings of `queries` rows. Each chunk is padded (its last row repeated) to a multiple
-    of `QUERY_ROWS_MULTIPLE` rows: the CPU kernels round a row differently when it falls in a partial
-    block, so unpadded, a customer's vector (and, at near ties, its top-100) would depend on how many
-    others shared its batch."""
-    from fashionrec.features.history import HISTORY_LENGTH
-
-    parts = []
-    for start in range(0, queries.num_rows, batch):
-        chunk = queries.slice(start, batch)
-        rows = chunk.num_rows
-        fill = [rows - 1] * (-rows % QUERY_ROWS_MULTIPLE)
-        if fill:
-            chunk = pa.concat_tables([chunk, chunk.take(fill)])
-        history = [(h or [])[-HISTORY_LENGTH:] for h in chunk.column("history").to_pylist()]
-        padded = np.array(
-            [[""] * (HISTORY_LENGTH - len(h)) + list(h) for h in history], dtype=object
-        ).reshape(-1, HISTORY_LENGTH)
-        age = chunk.column("age").to_numpy(zero_copy_only=False).astype(np.float32)
-        parts.append(
-            query_encoder(
-                {
-                    "customer_id": np.asarray(chunk.column("customer_id").to_pylist(), dtype=object),
-                    "age": age,
-                    "month_sin": chunk.column("month_sin").to_numpy().astype(np.float32),
-                    "month_cos": chunk.column("month_cos").to_numpy().astype(np.float32),
-                    "history": padded,
-                }
-            ).numpy()[:rows]
-        )
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
 def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> dict[str, Any]:
     from fashionrec.evaluation.report import metric_rows
     from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
@@ -272,9 +202,9 @@ def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> d
     spark = spark or get_spark("fashionrec-build-index")
     started = time.perf_counter()
     tables = params.tables
-    versions = _versions(
+    _, versions = pin_tables(
         spark,
-        params,
+        tables,
         (Tables.ARTICLES, Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.SPLITS, Tables.GROUND_TRUTH),
     )
     query_encoder, candidate_encoder, vocab = load_towers(params.artifacts_dir)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,11 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import AnyType, Array
 
-from fashionrec.serving.photo import ENCODER_DIR
 from fashionrec.serving.requests import bad_request, parse_requests
+from fashionrec.similarity.encoder import ENCODER_DIR
 
-REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements.txt"
+# The runtime's own pins, shipped inside the package (the model environment holds no build-side library).
+REQUIREMENTS = Path(__file__).resolve().with_name("requirements.txt")
 MODEL_FILES = ("retrieval/towers", "retrieval/index.npz", "ranking/ranker", "ranking/pipeline.json")
 OPTIONAL_MODEL_FILES = (str(ENCODER_DIR),)  # the image encoder, when the image tasks ran
 
@@ -62,19 +65,54 @@ SIGNATURE = ModelSignature(
 )
 
 
+def freeze_long_lived_objects() -> None:
+    """The snapshot's millions of long-lived objects would make each full garbage collection a pause of
+    most of a second in the middle of some request; they live as long as the server, so freeze them."""
+    gc.collect()
+    gc.freeze()
+
+
+class PhotoLoader:
+    """Loads search by photo (`serving.photo.PhotoSearch`) on a background thread; `get` waits for it and
+    returns None when the model was registered without it (or it failed to load: the error is logged)."""
+
+    def __init__(self, models_dir: str, snapshot_dir: str) -> None:
+        from fashionrec.serving.photo import PhotoSearch
+
+        self._search: Any = None
+        self._ready = threading.Event()
+        if not PhotoSearch.available(models_dir, snapshot_dir):
+            self._ready.set()
+            return
+
+        def load() -> None:
+            try:
+                self._search = PhotoSearch.from_folders(models_dir, snapshot_dir)
+                freeze_long_lived_objects()
+            except Exception:
+                logging.getLogger(__name__).exception("search by photo failed to load")
+            finally:
+                self._ready.set()
+
+        threading.Thread(target=load, name="photo-search-loader", daemon=True).start()
+
+    def get(self) -> Any:
+        self._ready.wait()
+        return self._search
+
+
 class RecommenderModel(mlflow.pyfunc.PythonModel):
     """Loads everything once in `load_context`; `predict` answers from memory."""
 
     def load_context(self, context: Any) -> None:
         from fashionrec.recommender.core import Recommender
-        from fashionrec.serving.photo import PhotoSearch
 
         self.recommender = Recommender(context.artifacts["snapshot"], context.artifacts["models"])
-        self.photos = PhotoSearch.from_folders(context.artifacts["models"], context.artifacts["snapshot"])
-        # The snapshot's millions of long-lived objects would make each full garbage collection a pause of
-        # most of a second in the middle of some request; they live as long as the server, so freeze them.
-        gc.collect()
-        gc.freeze()
+        # Search by photo needs TensorFlow and the image encoder (seconds to load): they load in the
+        # background, so the server answers customers and articles at once and a photo request waits
+        # for them only while they load.
+        self.photos = PhotoLoader(context.artifacts["models"], context.artifacts["snapshot"])
+        freeze_long_lived_objects()
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -119,12 +157,13 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return _answer_frame(rows)
 
     def _photo_answer(self, row: int, photo: np.ndarray, k: int) -> dict[str, Any]:
-        if self.photos is None:
+        search = self.photos.get()
+        if search is None:
             raise bad_request(
                 f"row {row}: this model has no photo search (no image model or image embeddings were "
                 "registered with it: run the image tasks before register)"
             )
-        similar = self.photos.search(photo, k)
+        similar = search.search(photo, k)
         return {
             "id": f"image {row}",
             "article_ids": [a for a, _ in similar],
@@ -200,7 +239,6 @@ def log_recommender(
             signature=SIGNATURE,
             input_example=input_example,
             code_paths=[str(Path(__file__).resolve().parents[1])],
-            # The project's pins when it runs from a checkout (inference would load TensorFlow to find them).
-            pip_requirements=str(REQUIREMENTS) if REQUIREMENTS.exists() else None,
+            pip_requirements=str(REQUIREMENTS),
             metadata={"snapshot_week_start": meta["week_start"], "model_version": meta["model_version"]},
         )

@@ -23,10 +23,11 @@ from fashionrec import __version__
 from fashionrec.config import RegisterParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version
+from fashionrec.recommender.core import write_query_embeddings
 from fashionrec.recommender.layout import QUALITY_FILE
-from fashionrec.recommender.snapshot import build_snapshot, scoring_snapshot
-from fashionrec.serving.photo import write_gallery
 from fashionrec.serving.pyfunc import log_recommender
+from fashionrec.snapshot.build import build_snapshot, scoring_snapshot
+from fashionrec.snapshot.gallery import write_gallery
 from fashionrec.training.tracking import tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
 
@@ -107,6 +108,8 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         }
     snapshot = build_snapshot(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
     gallery = write_gallery(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
+    # The served model then starts without embedding every customer (or loading TensorFlow for it).
+    embedded = write_query_embeddings(artifacts / SNAPSHOT_DIR, artifacts)
 
     with tracked_run(tracking_uri, params.experiment, "register", {"task": "register"}) as run:
         mlflow.log_params(
@@ -147,6 +150,7 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         "snapshot_week": snapshot["week_start"],
         "snapshot_rows": snapshot["rows"],
         "photo_search_articles": gallery,  # None: registered without search by photo
+        "stored_query_embeddings": embedded,
         "model_uri": f"models:/{name}@champion",
         "mlflow_run_id": run_id,
         "seconds": round(time.perf_counter() - started, 1),

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from fashionrec.data.schema import normalise_article_id
-from fashionrec.features.weeks import week_of
+from fashionrec.weeks import week_of
 
 MAX_K = 100
 MAX_ROWS = 1000  # rows per request: a larger batch belongs to batch_score, not to a REST call

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+# Under the artifacts folder: the saved encoder that `train_image_similarity` writes and serving loads.
+ENCODER_DIR = Path("similarity") / "model"
+
 
 def load(folder: str | Path) -> Any:
     from fashionrec.training.tf_env import import_tensorflow

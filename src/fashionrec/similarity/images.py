@@ -25,7 +25,7 @@ def decode(contents: Sequence[bytes], size: int = MODEL_SIZE) -> np.ndarray:
 def augmented_copies(pixels: np.ndarray, copies: int, seed: int, zoom: float = 0.8) -> np.ndarray:
     """`copies` variants of every image (n * copies, size, size, 3): mirrored half the time and zoomed into
     a random square of `zoom`..1 of the side. Why: real product photos vary in framing more than rendered
-    ones, and a model that saw only one framing matches framing (docs/benchmarks.md)."""
+    ones, and a model that saw only one framing matches framing (docs/journal.md)."""
     rng = np.random.default_rng(seed)
     size = pixels.shape[1]
     out = np.empty((len(pixels) * copies, *pixels.shape[1:]), dtype=pixels.dtype)

@@ -1,11 +1,11 @@
 """Several image models, one embedding: unit embeddings concatenated with weights √w_i (Σ w_i = 1).
 
 Why: one model trained on product-type classes sees silhouettes and ignores colour; one trained on
-type×colour classes sees colour but loses part of the type signal (docs/benchmarks.md). The weighted
+type×colour classes sees colour but loses part of the type signal (docs/journal.md). The weighted
 concatenation is again unit length, and its cosine is Σ w_i·cos_i, so FAISS inner-product search on it
 ranks by a weighted mix of the models' similarities. The weights are chosen on validation products by
 a climb on the simplex grid: an exhaustive grid has C(n+9, 9) points (48,620 for nine parts), a climb
-needs a few dozen evaluations per part (docs/benchmarks.md).
+needs a few dozen evaluations per part (docs/journal.md).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class ImageHyperParams:
     architecture: str = "plain"
     # multi_similarity: TF Similarity's MultiSimilarityLoss on class-balanced batches; cosine_softmax: a
     # softmax over cosine similarities to one learned proxy per class (scaled by `softmax_scale`) on
-    # batches drawn as the catalogue comes, which learned real photos 2x faster (docs/benchmarks.md).
+    # batches drawn as the catalogue comes, which learned real photos 2x faster (docs/journal.md).
     loss: str = "multi_similarity"
     softmax_scale: float = 16.0
     batch_size: int = (
@@ -111,7 +111,7 @@ def build_proxy_model(hp: ImageHyperParams, size: int, classes: int) -> tuple[An
     The parts model maps images to the embedding and the class part, √(softmax of the proxy logits): unit
     length, and its cosine with another image's is the Bhattacharyya coefficient of their class
     distributions, high only when both are surely of one class. Mixed with the embeddings, the class
-    parts gave 2-3 points more type precision at equal colour on real photos (docs/benchmarks.md)."""
+    parts gave 2-3 points more type precision at equal colour on real photos (docs/journal.md)."""
     layers = tf.keras.layers
     inputs, features = _backbone(hp, size)
     embedding = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
@@ -149,7 +149,7 @@ class NeighbourVotes(tf.keras.layers.Layer):
     """√ of the class histogram of an embedding's `neighbours` nearest training photos (cosine), each
     weighted by exp((cosine - the best one) / `temperature`): a class part that reads the training photos
     themselves beside the proxies' softmax. Unit length like the class part, so mixed the same way; on real
-    photos it added ~2 points of type and colour precision to the mix (docs/benchmarks.md, 2026-12-02)."""
+    photos it added ~2 points of type and colour precision to the mix (docs/journal.md, 2026-12-02)."""
 
     def __init__(
         self,
@@ -239,7 +239,7 @@ def train(
     cosine_softmax: batches as the catalogue comes, every image; parts `key` (the embedding), `key.classes`
     (`build_proxy_model`) and `key.votes` (`NeighbourVotes` over the training photos). One network per key
     rather than one backbone with a head per key: on real photos a shared backbone learned type worse at
-    equal batches (docs/benchmarks.md).
+    equal batches (docs/journal.md).
     """
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     names, networks, losses = [], [], {}

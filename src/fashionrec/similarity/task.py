@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
+from fashionrec.similarity.encoder import ENCODER_DIR
 from fashionrec.similarity.images import DISPLAY_SIZE, MODEL_SIZE, decode, raw_pixel_vectors
 from fashionrec.similarity.mixing import choose_weights, combine
 from fashionrec.similarity.neighbours import (
@@ -53,7 +54,6 @@ from fashionrec.training.distributed import (
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import TrialTracking, absolute_tracking_uri, search, start_trial_run
 
-MODEL_DIR = Path("similarity") / "model"
 PRECISION_K = 5
 # Validation photos the mixing weights are chosen on, at most: every weight vector the climb tries is an
 # exact neighbour search among them (~140 for two keys' six parts), so a full catalogue's validation
@@ -212,7 +212,7 @@ def run_train_image_similarity(
         "random": _precision_of_rows(random_rows(len(holdout), PRECISION_K, params.seed), holdout),
     }
     base_hp = _hp(params)
-    final_dir = Path(params.artifacts_dir) / MODEL_DIR
+    final_dir = Path(params.artifacts_dir) / ENCODER_DIR
     staging = final_dir.with_name(f"model.tmp-{uuid.uuid4().hex[:8]}")
     tracking_uri = absolute_tracking_uri(params.mlflow_tracking_uri)
     with tracked_run(
@@ -332,7 +332,7 @@ def image_size(model_folder: str | Path) -> int:
 
 
 def model_version(artifacts_dir: str | Path) -> str:
-    folder = Path(artifacts_dir) / MODEL_DIR
+    folder = Path(artifacts_dir) / ENCODER_DIR
     if not (folder / "model.json").exists():
         raise FileNotFoundError(f"no image model in {folder}: run train_image_similarity first")
     digest = hashlib.sha256((folder / "model.json").read_bytes())
@@ -353,7 +353,7 @@ def _embed_changed(spark: SparkSession, params: ImageIndexParams, version: str) 
         )
     else:
         todo = images
-    folder = str((Path(params.artifacts_dir) / MODEL_DIR).resolve())
+    folder = str((Path(params.artifacts_dir) / ENCODER_DIR).resolve())
     size = image_size(folder)
 
     def embed_batches(batches: Any) -> Any:
@@ -494,7 +494,7 @@ def run_index_images(params: ImageIndexParams, spark: SparkSession | None = None
         )
     ]
     if params.real_images_path and Path(params.real_images_path).exists():
-        table += _real_photo_precision(params.real_images_path, Path(params.artifacts_dir) / MODEL_DIR)
+        table += _real_photo_precision(params.real_images_path, Path(params.artifacts_dir) / ENCODER_DIR)
     reports = Path(params.reports_dir)
     captions = [
         f"{t[:12]}\n{c[:12]}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from fashionrec.data.availability import REGIONS
 from fashionrec.evaluation.baselines import decayed_sales
 from fashionrec.features.weeks import before_week, first_day, week_col
 
@@ -120,3 +121,10 @@ def visual_pairs(similar: DataFrame) -> DataFrame:
         F.col("pair.neighbour_ids").alias("neighbour_id"),
         F.col("pair.scores").cast("double").alias("similarity"),
     )
+
+
+def customer_region(postal_code: F.Column) -> F.Column:
+    """The region bucket of a (hashed) postal code; mirrors `data.availability.region_index`."""
+    bucket = F.pmod(F.conv(F.substring(postal_code, 1, 8), 16, 10).cast("long"), F.lit(len(REGIONS)))
+    valid = postal_code.rlike("^[0-9a-fA-F]{8}")
+    return F.when(valid, F.element_at(F.array(*[F.lit(r) for r in REGIONS]), (bucket + 1).cast("int")))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from fashionrec.ranking.model import Ranker
+from fashionrec.recommender.ranker import Ranker
 
 RESULT_COLUMNS = ["customer_id", "article_ids", "scores", "sources"]
 

@@ -36,12 +36,13 @@ from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import EPOCH, first_day, week_col, week_of
 from fashionrec.lake.tables import current_version, read_changes, read_table, table_id, table_identity
-from fashionrec.ranking.filters import customer_region
 from fashionrec.recommender.layout import ARTICLE_TABLE_FEATURES as BASE_ARTICLE_FEATURES
 from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH
-from fashionrec.recommender.lists import (
+from fashionrec.recommender.pipeline import PipelineConfig
+from fashionrec.snapshot.lists import (
     article_sales,
     bought_together_pairs,
+    customer_region,
     decayed_top,
     product_columns,
     trending_top,
@@ -54,7 +55,7 @@ GLOBAL_CACHE = Path("scoring") / "global"  # under artifacts_dir: global halves 
 KEEP_GLOBAL = 2  # cached global halves kept (the current one and the one before)
 PAIR_WEEKS = 12  # the bought_together pairs count customers who bought both within this many weeks
 # Each product type's list is this many times `favourite_type` deep: the taste weights reorder it
-# (on `small`'s choice weeks lists 4x deep found 5% more purchases than 2x deep; docs/benchmarks.md).
+# (on `small`'s choice weeks lists 4x deep found 5% more purchases than 2x deep; docs/journal.md).
 TYPE_LIST_DEPTH = 4
 
 
@@ -63,7 +64,7 @@ def _day_number(column: str) -> F.Column:
     return F.datediff(F.col(column), F.lit(EPOCH)).cast("int").alias("day")
 
 
-def _write(df: DataFrame, folder: Path, name: str, rows_per_part: int = ROWS_PER_PART) -> int:
+def write_rows(df: DataFrame, folder: Path, name: str, rows_per_part: int = ROWS_PER_PART) -> int:
     """Write `df` to `folder`/`name`.parquet through the driver, one hash bucket of the first column at a
     time when it is large: one collect is capped by `spark.driver.maxResultSize` (1 GiB by default), and
     the full data set's purchase histories alone are over it. Returns the number of rows."""
@@ -187,7 +188,8 @@ def write_global_part(
     """The snapshot's global half (articles, lists, pairs, neighbours, meta.json) as of `week`, for the
     pipeline `config` (pipeline.json's rules, candidate counts, k), into an existing `folder`; returns
     the meta (`meta` adds to it: table versions)."""
-    k, counts = int(config["k"]), config["candidates"]
+    typed = PipelineConfig.from_dict(config)  # refuses a config with a missing field
+    k, counts = typed.k, typed.candidates
     global_tx, customers, articles = inputs.global_tx, inputs.customers, inputs.articles
     rows: dict[str, int] = {}
     computed = inputs.article_features
@@ -224,9 +226,9 @@ def write_global_part(
         catalogue = catalogue.join(
             inputs.availability.select("article_id", "in_stock", "regions", "min_age"), "article_id", "left"
         )
-    rows["articles"] = _write(catalogue, folder, "articles")
-    depth = max(FALLBACK_DEPTH * k, int(counts.get("age_band", 0)))
-    popular_depth = max(k, int(counts.get("popular", 0)))
+    rows["articles"] = write_rows(catalogue, folder, "articles")
+    depth = max(FALLBACK_DEPTH * k, counts.age_band)
+    popular_depth = max(k, counts.popular)
 
     def listed(df: DataFrame, name: str, band: F.Column | None = None) -> DataFrame:
         return df.withColumn("band", band if band is not None else F.col("band")).withColumn(
@@ -235,25 +237,21 @@ def write_global_part(
 
     no_band = F.lit(None).cast("int")
     tops = (
-        listed(trending_top(global_tx, week, int(counts.get("trending", 0)) or 1), "trending", no_band)
+        listed(trending_top(global_tx, week, max(k, counts.trending)), "trending", no_band)
         .unionByName(listed(age_band_tops(global_tx, customers, week, depth), "age_band"))
         .unionByName(listed(decayed_top(global_tx, week, popular_depth), "decayed_popularity", no_band))
     )
-    if int(counts.get("favourite_type", 0)) > 0:
+    if counts.favourite_type > 0:
         tops = tops.unionByName(
-            listed(
-                type_tops(global_tx, articles, week, TYPE_LIST_DEPTH * int(counts["favourite_type"])), "type"
-            )
+            listed(type_tops(global_tx, articles, week, TYPE_LIST_DEPTH * counts.favourite_type), "type")
         )
     tops = tops.select("list", "band", "article_id", "source_rank", F.col("source_score").cast("double"))
-    rows["tops"] = _write(tops, folder, "tops")
-    if int(counts.get("bought_together", 0)) > 0:
-        pairs = bought_together_pairs(
-            global_tx, week, int(counts.get("pair_weeks", PAIR_WEEKS)), int(counts["bought_together"])
-        )
-        rows["pairs"] = _write(pairs, folder, "pairs")
+    rows["tops"] = write_rows(tops, folder, "tops")
+    if counts.bought_together > 0:
+        pairs = bought_together_pairs(global_tx, week, PAIR_WEEKS, counts.bought_together)
+        rows["pairs"] = write_rows(pairs, folder, "pairs")
     if inputs.similar is not None:
-        rows["similar"] = _write(visual_pairs(inputs.similar), folder, "similar")
+        rows["similar"] = write_rows(visual_pairs(inputs.similar), folder, "similar")
     meta = {
         "week": week,
         "week_start": str(first_day(week)),
@@ -357,7 +355,7 @@ def _replace_rows(base_file: Path, new_rows: DataFrame, changed: list[str], fold
     import pyarrow.parquet as pq
 
     fresh = folder / f".{name}.changed.parquet"
-    _write(new_rows, folder, fresh.stem)
+    write_rows(new_rows, folder, fresh.stem)
     leaving = pa.array(changed, pa.string())
     rows = 0
     base, update = pq.ParquetFile(base_file), pq.ParquetFile(fresh)
@@ -404,7 +402,7 @@ def _write_personal_part(
         ("customers", customer_rows(personal, people, articles, week)),
     ):
         if changed is None:
-            rows[name] = _write(df, folder, name)
+            rows[name] = write_rows(df, folder, name)
         else:
             assert base is not None
             rows[name] = _replace_rows(base / f"{name}.parquet", df, changed, folder, name)
