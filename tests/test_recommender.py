@@ -292,3 +292,19 @@ def test_interaction_features_count_purchases_before_the_week(tmp_path):
     assert matrix.loc["0100000003", "visual_similarity"] == pytest.approx(0.8)
     assert matrix.loc["0400000001", "visual_similarity"] == 0.0
     assert matrix.loc["0400000001", "n_sources"] == 3  # trending, popular, bought together
+
+
+def test_purchase_histories_keep_row_order_per_customer_in_order_of_first_appearance():
+    from fashionrec.recommender.state import purchase_histories
+
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["b", "a", "b", "c", "a"],
+            "article_id": ["x", "y", "z", "w", "v"],
+            "day": [3, 1, 2, 5, 4],
+        }
+    )
+    histories = purchase_histories(rows)
+    assert histories == {"b": [("x", 3), ("z", 2)], "a": [("y", 1), ("v", 4)], "c": [("w", 5)]}
+    assert list(histories) == ["b", "a", "c"]
+    assert purchase_histories(rows.iloc[:0]) == {}

@@ -35,6 +35,7 @@ from fashionrec.recommender.ranker import Ranker
 from fashionrec.recommender.rules import BusinessRules
 from fashionrec.recommender.sources import CandidateSources
 from fashionrec.recommender.state import CUSTOMER_COLUMNS, purchase_histories
+from fashionrec.recommender.stored import StoredAnswers
 from fashionrec.retrieval.index import ArticleIndex
 from fashionrec.retrieval.towers import INDEX_FILE, load_query_tower
 from fashionrec.weeks import month_angle
@@ -99,12 +100,15 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         self.ranker: Ranker | None = Ranker.load(ranker_folder).single_threaded() if ranker else None
         self.month_sin, self.month_cos = month_angle(self.week)
         self.timer = StageTimer()
+        self.stored: StoredAnswers | None = None
         if customers:
+            fingerprint = snapshot_fingerprint(folder)
             self.use_customers(
                 pd.read_parquet(folder / "customers.parquet"),
                 purchase_histories(pd.read_parquet(folder / "purchases.parquet")),
-                stored_query_embeddings(folder) if self.uses_two_tower else None,
+                stored_query_embeddings(folder, fingerprint) if self.uses_two_tower else None,
             )
+            self.stored = StoredAnswers.load(folder, fingerprint) if ranker and ranker_dir is None else None
         else:
             columns = ["customer_id", "age", "band", "region", *CUSTOMER_COLUMNS]
             self.use_customers(pd.DataFrame(columns=columns), {})
@@ -166,9 +170,22 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         """Top-`k` (default: the pipeline's k) for each customer, in input order, by the live method
         (`recommender.live`; `method` overrides it, e.g. "pipeline" for the ranker's lists alone)."""
         k, exclude = k or self.k, exclude or set()
+        answers: dict[str, Recommendation] = {}
+        if method in (None, self.live) and not exclude and self.stored is not None and k <= self.stored.k:
+            with self.timer.stage("stored"):
+                for customer in dict.fromkeys(customer_ids):
+                    found = self.stored.get(customer, k)
+                    if found is not None:
+                        answers[customer] = Recommendation(customer, *found, False)
         method = method or self.live
+        warm = [c for c in dict.fromkeys(customer_ids) if c not in answers and self.is_warm(c)]
+        answers |= self._computed(warm, method, k, exclude)
+        return [answers[c] if c in answers else self.fallback(c, k, exclude) for c in customer_ids]
+
+    def _computed(self, warm: list[str], method: str, k: int, exclude: set[str]) -> dict[str, Recommendation]:
+        """The answers of customers with purchases, computed: candidates, rules, features, ranker,
+        diversity, then the live method."""
         ranked_k = k if method == PIPELINE else 2 * k  # a blend may drop ranked articles it already holds
-        warm = [c for c in dict.fromkeys(customer_ids) if self.is_warm(c)]
         answers: dict[str, Recommendation] = {}
         if warm and self.ranker is None and method not in SERVED_BASELINES:
             raise ValueError("this Recommender was loaded without a ranker: it computes candidates only")
@@ -202,7 +219,7 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
             if method != PIPELINE:
                 with self.timer.stage("live"):
                     answers = self._live(method, answers, k, exclude)
-        return [answers[c] if c in answers else self.fallback(c, k, exclude) for c in customer_ids]
+        return answers
 
     def _live(
         self, method: str, ranked: dict[str, Recommendation], k: int, exclude: set[str]
@@ -252,7 +269,7 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         return list(zip(rows["neighbour_id"], rows["similarity"].astype(float), strict=True))
 
 
-def _fingerprint(folder: Path) -> str:
+def snapshot_fingerprint(folder: Path) -> str:
     """A digest of the snapshot's personal half: stored embeddings are used only with the files they
     were computed from."""
     digest = hashlib.sha256()
@@ -277,19 +294,19 @@ def write_query_embeddings(snapshot_dir: str | Path, artifacts_dir: str | Path) 
             handle,
             customer_ids=np.asarray(ids, dtype=str),
             vectors=core.query_matrix,
-            fingerprint=np.asarray(_fingerprint(folder)),
+            fingerprint=np.asarray(snapshot_fingerprint(folder)),
         )
     os.replace(handle.name, folder / QUERY_FILE)  # readers see the old file or the new one
     return len(ids)
 
 
-def stored_query_embeddings(folder: Path) -> tuple[list[str], np.ndarray] | None:
+def stored_query_embeddings(folder: Path, fingerprint: str) -> tuple[list[str], np.ndarray] | None:
     """The snapshot's stored query embeddings (ids, matrix), or None when it has none or they were
-    computed from other files (then the core embeds at load)."""
+    computed from other files (`fingerprint`: those of the snapshot; then the core embeds at load)."""
     path = folder / QUERY_FILE
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as data:
-        if str(data["fingerprint"]) != _fingerprint(folder):
+        if str(data["fingerprint"]) != fingerprint:
             return None
         return data["customer_ids"].astype(str).tolist(), data["vectors"]

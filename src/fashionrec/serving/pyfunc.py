@@ -94,7 +94,9 @@ class PhotoLoader:
             finally:
                 self._ready.set()
 
-        threading.Thread(target=load, name="photo-search-loader", daemon=True).start()
+        # Not a daemon: the interpreter waits for it at exit, rather than tear TensorFlow down under an
+        # import in progress (which aborts the process).
+        threading.Thread(target=load, name="photo-search-loader").start()
 
     def get(self) -> Any:
         self._ready.wait()

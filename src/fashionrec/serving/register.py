@@ -26,6 +26,7 @@ from fashionrec.lake.tables import current_version
 from fashionrec.recommender.core import write_query_embeddings
 from fashionrec.recommender.layout import QUALITY_FILE
 from fashionrec.serving.pyfunc import log_recommender
+from fashionrec.snapshot.answers import write_answers
 from fashionrec.snapshot.build import build_snapshot, scoring_snapshot
 from fashionrec.snapshot.gallery import write_gallery
 from fashionrec.training.tracking import tracked_run
@@ -108,8 +109,10 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         }
     snapshot = build_snapshot(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
     gallery = write_gallery(spark, params.tables, artifacts, artifacts / SNAPSHOT_DIR)
-    # The served model then starts without embedding every customer (or loading TensorFlow for it).
+    # The served model then starts without embedding every customer (or loading TensorFlow for it), and
+    # answers a customer's default request with batch scoring's list for the same snapshot.
     embedded = write_query_embeddings(artifacts / SNAPSHOT_DIR, artifacts)
+    stored = write_answers(spark, params.tables, artifacts / SNAPSHOT_DIR, artifacts)
 
     with tracked_run(tracking_uri, params.experiment, "register", {"task": "register"}) as run:
         mlflow.log_params(
@@ -151,6 +154,7 @@ def run_register(params: RegisterParams, spark: SparkSession | None = None) -> d
         "snapshot_rows": snapshot["rows"],
         "photo_search_articles": gallery,  # None: registered without search by photo
         "stored_query_embeddings": embedded,
+        "stored_answers": stored,  # None: batch scoring ran with another model (every answer computed)
         "model_uri": f"models:/{name}@champion",
         "mlflow_run_id": run_id,
         "seconds": round(time.perf_counter() - started, 1),
