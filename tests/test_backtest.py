@@ -39,15 +39,26 @@ def test_live_lists_and_own_recent_articles():
     assert everything == ["a", "old", "w"]
 
 
-def test_the_bar_is_the_better_served_baseline():
-    from fashionrec.recommender.live import best_baseline
+def test_the_bar_moves_to_the_other_baseline_only_when_it_is_surely_better():
+    from fashionrec.ranking.choose import choose_live
 
-    assert best_baseline({"repurchase_then_popular": [0.1, 0.3], "repurchase_all_then_popular": [0.3]}) == (
-        "repurchase_all_then_popular"
-    )
-    assert best_baseline({"repurchase_then_popular": [0.2], "repurchase_all_then_popular": [0.2]}) == (
-        "repurchase_then_popular"
-    )
+    noisy = {
+        "repurchase_then_popular": [0.1, 0.0, 0.2, 0.0],
+        "repurchase_all_then_popular": [0.3, 0.0, 0.0, 0.1],
+    }
+    assert choose_live(noisy, "repurchase_then_popular", 2, 4, 0.9, 1000, 0)[0] == "repurchase_then_popular"
+    steady = {
+        "repurchase_then_popular": [0.1] * 40,
+        "repurchase_all_then_popular": [0.2] * 40,
+        "pipeline": [0.21] * 40,
+    }
+    live, why = choose_live(steady, "repurchase_then_popular", 2, 4, 0.9, 1000, 0)
+    # The whole-history baseline is surely better, so it becomes the bar, and the ranker's small lift over
+    # it (5%) is sure on these constant scores too.
+    assert why.startswith("bar repurchase_all_then_popular") and live == "pipeline"
+    assert choose_live({**steady, "pipeline": [0.0] * 40}, "repurchase_then_popular", 2, 4, 0.9, 1000, 0)[
+        0
+    ] == ("repurchase_all_then_popular")
 
 
 def test_scores_count_missing_predictions_as_empty():

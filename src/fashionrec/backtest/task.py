@@ -34,14 +34,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import BacktestParams, Tables
-from fashionrec.evaluation.pooled import Pooled, bootstrap_indices, choose, pooled, ratio, scores
+from fashionrec.evaluation.pooled import Pooled, bootstrap_indices, pooled, ratio, scores
 from fashionrec.evaluation.report import save_figure
 from fashionrec.evaluation.task import BASELINES, baseline_methods, oracle_method
 from fashionrec.features.article import article_features
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table, pin_tables
-from fashionrec.ranking.choose import Fitted, fit_and_choose, ranker_choices, with_positives
+from fashionrec.ranking.choose import Fitted, choose_live, fit_and_choose, ranker_choices, with_positives
 from fashionrec.ranking.frames import (
     WeekInputs,
     candidate_frame,
@@ -53,7 +53,7 @@ from fashionrec.ranking.frames import (
 from fashionrec.ranking.model import fit
 from fashionrec.ranking.task import OPTIONAL_INPUTS, served_lengths, write_config
 from fashionrec.recommender.layout import FEATURES, RANKER_DIR
-from fashionrec.recommender.live import BASELINE, PIPELINE, LiveChoice, best_baseline, live_methods
+from fashionrec.recommender.live import BASELINE, PIPELINE, LiveChoice, live_methods
 from fashionrec.recommender.pipeline import PipelineConfig
 from fashionrec.training.tracking import metric_name, tracked_run
 from fashionrec.training.tuning import absolute_tracking_uri
@@ -317,11 +317,9 @@ def _run_folds(
         earlier = [w for w in folds if w < week and w in fold_scores]
         # Only what the served model can answer is chosen: the live methods, as the core answers them.
         candidates = {m: [s for w in earlier for s in fold_scores[w][m].values()] for m in servable}
-        # The bar: the served baseline that did better on the earlier folds (the parameter's before any).
-        default = best_baseline(candidates) if earlier else params.default_method
-        live, why = choose(
+        live, why = choose_live(
             candidates,
-            default,
+            params.default_method,
             params.min_choice_weeks,
             len(earlier),
             params.live_confidence,

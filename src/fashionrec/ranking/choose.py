@@ -8,7 +8,7 @@ judged by the code that serves it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,10 @@ import pandas as pd
 
 from fashionrec.config import RankingParams
 from fashionrec.evaluation.metrics import average_precision_at_k
+from fashionrec.evaluation.pooled import choose
 from fashionrec.ranking.frames import bought_within
 from fashionrec.ranking.model import OBJECTIVES, BoosterParams
+from fashionrec.recommender.live import SERVED_BASELINES
 from fashionrec.recommender.pipeline import ALREADY_BOUGHT_CHOICES
 from fashionrec.recommender.rank import rank_frame
 from fashionrec.recommender.ranker import Ranker
@@ -90,3 +92,26 @@ def fit_and_choose(
                 best = Fitted(ranker, window, rounds, score)
     assert best is not None, "no objective to fit"
     return best, choices
+
+
+def choose_live(
+    per_method: Mapping[str, Sequence[float]],
+    default: str,
+    minimum: int,
+    weeks: int,
+    confidence: float,
+    samples: int,
+    seed: int,
+) -> tuple[str, str]:
+    """The live method among the served methods' scores on earlier customer-weeks, and why. First the
+    bar: the other served baseline replaces `default` only if it beats it surely; then any method must
+    beat the bar surely (`evaluation.pooled.choose`, both times). The bar's test is corrected for the
+    whole family of alternatives, as the second one is: moving the bar is one more way to pick a method
+    that led by chance (on hm_real_dev, a bar moved at the uncorrected level cost the live method a week;
+    docs/journal.md, "One runtime")."""
+    baselines = {m: per_method[m] for m in SERVED_BASELINES if m in per_method}
+    family = max(1, len(per_method) - 1)
+    bar_confidence = 1 - (1 - confidence) / family
+    bar, bar_why = choose(baselines, default, minimum, weeks, bar_confidence, samples, seed)
+    live, why = choose(per_method, bar, minimum, weeks, confidence, samples, seed)
+    return live, why if bar == default else f"bar {bar} ({bar_why}); {why}"

@@ -34,14 +34,21 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import RankingParams, Tables
-from fashionrec.evaluation.pooled import choose, scores
+from fashionrec.evaluation.pooled import scores
 from fashionrec.evaluation.report import map_bar_chart, metric_rows, save_figure
 from fashionrec.evaluation.task import BASELINES, baseline_methods, evaluate_methods, oracle_method
 from fashionrec.features.splits import Splits
 from fashionrec.features.weeks import before_week, first_day
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table, pin_tables
-from fashionrec.ranking.choose import Fitted, fit_and_choose, ranked_lists, ranker_choices, with_positives
+from fashionrec.ranking.choose import (
+    Fitted,
+    choose_live,
+    fit_and_choose,
+    ranked_lists,
+    ranker_choices,
+    with_positives,
+)
 from fashionrec.ranking.frames import (
     WeekInputs,
     candidate_frame,
@@ -55,7 +62,7 @@ from fashionrec.ranking.frames import (
 )
 from fashionrec.ranking.model import fit, fit_distributed
 from fashionrec.recommender.layout import ABSENT_RANK, CONFIG_FILE, FEATURES, QUALITY_FILE, RANKER_DIR
-from fashionrec.recommender.live import PIPELINE, LiveChoice, best_baseline, live_methods
+from fashionrec.recommender.live import BASELINE, PIPELINE, LiveChoice, live_methods
 from fashionrec.recommender.pipeline import PipelineConfig
 from fashionrec.recommender.rank import rank_frame
 from fashionrec.recommender.ranker import Ranker
@@ -110,16 +117,16 @@ RANKING_INPUTS = (
 OPTIONAL_INPUTS = (Tables.ARTICLE_AVAILABILITY, Tables.SIMILAR_ARTICLES)
 
 
-def choose_live(
+def live_choice(
     params: RankingParams, actual: dict[str, list[str]], methods: dict[str, dict[str, list[str]]]
 ) -> LiveChoice:
-    """The live method on the validation buyers that did not train the ranker: the better served baseline
-    unless another method beats it surely (`evaluation.pooled.choose`), or the one `live_method` names."""
+    """The live method on the validation buyers that did not train the ranker (`ranking.choose.choose_live`:
+    the baseline, or the other served baseline where surely better, unless another method surely beats
+    it), or the one `live_method` names."""
     if params.live_method != "auto":
         return LiveChoice(params.live_method, "set by the live_method parameter")
     per_method = {name: list(scores(actual, lists, params.k).values()) for name, lists in methods.items()}
-    default = best_baseline(per_method)
-    name, why = choose(per_method, default, 1, 1, params.live_confidence, 1000, params.seed)
+    name, why = choose_live(per_method, BASELINE, 1, 1, params.live_confidence, 1000, params.seed)
     return LiveChoice(name, f"on {len(actual)} validation buyers: {why}")
 
 
@@ -201,7 +208,7 @@ def fit_on_validation(
         ranker_dir = fitted.ranker.save(Path(params.artifacts_dir) / RANKER_DIR)
         chosen = replace(PipelineConfig.of(params, fitted.window), objective=fitted.ranker.objective)
         lists = week_lists(inputs, chosen, ranker_dir, served_lengths(params), customers=list(val_actual))
-        live = choose_live(params, val_actual, lists)
+        live = live_choice(params, val_actual, lists)
     finally:
         inputs.close()
         val_truth.unpersist()

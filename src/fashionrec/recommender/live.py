@@ -5,7 +5,7 @@ repurchase-then-popular baselines (`train_ranker`, `backtest`); applied by one f
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 PIPELINE = "pipeline"
@@ -31,17 +31,6 @@ def live_methods(cutoffs: Sequence[int]) -> tuple[str, ...]:
     """Every method the live choice is made among: the ranker's list, the baselines and the blends with
     the given cut-offs (`RankingParams.blend_cutoffs`)."""
     return (PIPELINE, *SERVED_BASELINES, *map(blend_name, cutoffs))
-
-
-def best_baseline(per_method: Mapping[str, Sequence[float]]) -> str:
-    """The served baseline with the higher mean score: the bar the live choice keeps unless another method
-    beats it surely (ties: the 12-week one)."""
-
-    def mean(name: str) -> float:
-        values = per_method.get(name, ())
-        return sum(values) / len(values) if values else float("-inf")
-
-    return max(SERVED_BASELINES, key=mean)
 
 
 def live_lists(
