@@ -71,7 +71,6 @@ from fashionrec.training.tuning import absolute_tracking_uri
 
 __all__ = ["CONFIG_FILE", "QUALITY_FILE", "RANKER_DIR", "run_train_ranker"]
 RECALL_DEPTH = 100  # the ranker's list is scored to this depth too (recall@100: candidate quality)
-ABLATIONS = ("full_pipeline_no_diversity", "two_tower_only")  # not servable: computed on the ranker's rows
 
 
 def _sample(truth: DataFrame, n: int, seed: int) -> DataFrame:

@@ -35,7 +35,7 @@ from fashionrec.recommender.ranker import Ranker
 from fashionrec.recommender.rules import BusinessRules
 from fashionrec.recommender.sources import CandidateSources
 from fashionrec.recommender.state import CUSTOMER_COLUMNS, purchase_histories
-from fashionrec.recommender.stored import StoredAnswers
+from fashionrec.recommender.stored import ANSWERS_FILE, StoredAnswers
 from fashionrec.retrieval.index import ArticleIndex
 from fashionrec.retrieval.towers import INDEX_FILE, load_query_tower
 from fashionrec.weeks import month_angle
@@ -102,7 +102,9 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         self.timer = StageTimer()
         self.stored: StoredAnswers | None = None
         if customers:
-            fingerprint = snapshot_fingerprint(folder)
+            # Hashing the personal half is only worth it when something stored must match it.
+            stored = any((folder / name).exists() for name in (QUERY_FILE, ANSWERS_FILE))
+            fingerprint = snapshot_fingerprint(folder) if stored else ""
             self.use_customers(
                 pd.read_parquet(folder / "customers.parquet"),
                 purchase_histories(pd.read_parquet(folder / "purchases.parquet")),
