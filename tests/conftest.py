@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,19 +117,20 @@ def tiny_lake(spark, tiny_ingest):
 
 
 @pytest.fixture(scope="session")
-def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Path:
+def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Iterator[Path]:
     """The whole job graph on the tiny data set, run once by the local runner; returns its folder.
 
     The lakehouse starts as a copy of the ingested tiny files (their bronze tables, `landed_files` and the
     landing stream's checkpoint), so the graph's ingest task finds nothing new: the first ingest is tested
     on its own (`tiny_ingest`), and the graph spends its time on the later tasks.
-    test_bundle's batch-scoring test appends transactions to this lakehouse (and re-scores everyone), so
-    later tests see a lakehouse whose `recommendations` match its `scoring_state`.
+    Read-only: a test that lands files, scores or registers works on a copy (`tests.helpers.copy_job_run`);
+    the session's end checks that no file here changed.
     """
     tmp_path = tmp_path_factory.mktemp("job")
     ingested, _ = tiny_ingest
     copy_folders(ingested, tmp_path / "lakehouse", (*BRONZE_TABLES, "landed_files", "_checkpoints"))
     from fashionrec.runner.local import run_job
+    from tests.helpers import folder_fingerprint
 
     result = run_job(
         REPO_ROOT,
@@ -150,4 +152,8 @@ def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Path:
         quiet=True,
     )
     assert result.failed is None, result.failed
-    return tmp_path
+    before = folder_fingerprint(tmp_path)
+    yield tmp_path
+    after = folder_fingerprint(tmp_path)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"tests wrote into the read-only job_run fixture: {changed[:20]}"

@@ -1,7 +1,9 @@
-"""Small helpers for tests that edit Kaggle-format CSV files."""
+"""Small helpers for tests: Kaggle-format CSV files, a private copy of the whole-graph run."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 
@@ -49,3 +51,32 @@ def land_next_day(
         [read_lines(tx_file)[0], *(f"{day},{c},{article},0.0250,2" for c in customers)],
     )
     return day, run_ingest(IngestParams(lakehouse=str(lakehouse), data_path=str(landing)), spark)
+
+
+def folder_fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` → (size, modification time in ns): what a test that only reads leaves as
+    it found it."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def copy_job_run(source: Path, target: Path) -> Path:
+    """A private copy of the whole-graph run (lakehouse, artifacts, MLflow registry) for a test that writes,
+    so that the session's `job_run` stays as the job graph left it. The registry stores absolute artifact
+    locations: they are moved to the copy, so new runs and model versions land in it."""
+    shutil.copytree(source, target)
+    old, new = str(source), str(target)
+    with sqlite3.connect(target / "mlflow.db") as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], str(column[2]).upper()
+                if "CHAR" in kind or "TEXT" in kind:
+                    db.execute(
+                        f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    )
+    return target

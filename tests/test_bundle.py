@@ -266,11 +266,14 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     assert registered["test_map@12"] == pytest.approx(ranker["live_map@12"], abs=1e-5)
 
 
-def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run):
+def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run, tmp_path):
     """The daily job registers every day; on a day without new data the champion already serves the same
     snapshot, so no run is logged and no version is created."""
     from fashionrec.config import RegisterParams
     from fashionrec.serving.register import run_register
+    from tests.helpers import copy_job_run
+
+    job_run = copy_job_run(job_run, tmp_path / "run")
 
     params = RegisterParams(
         lakehouse=str(job_run / "lakehouse"),
@@ -281,10 +284,12 @@ def test_registering_unchanged_inputs_again_commits_nothing(spark, job_run):
     assert again["committed"] is False and again["version"] == 1 and again["reason"].startswith("unchanged")
 
 
-def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_data):
+def test_incremental_batch_scoring_equals_a_full_recompute(spark, job_run, tiny_data, tmp_path):
     from fashionrec.config import ScoringParams
     from fashionrec.ranking.score import run_batch_score
-    from tests.helpers import land_next_day, recommendation_rows, warm_and_cold
+    from tests.helpers import copy_job_run, land_next_day, recommendation_rows, warm_and_cold
+
+    job_run = copy_job_run(job_run, tmp_path / "run")
 
     lakehouse, artifacts = job_run / "lakehouse", str(job_run / "artifacts")
     params = ScoringParams(lakehouse=str(lakehouse), artifacts_dir=artifacts)

@@ -24,49 +24,47 @@ from fashionrec.config import TableLocator
 
 
 @pytest.fixture(scope="module")
-def new_purchases(spark, job_run, tiny_data) -> None:
-    """The lakehouse holds purchases newer than the job run's registration, so that `register` has new
-    inputs to build a version from. test_bundle's batch-scoring test lands them when the whole suite runs;
-    run on its own, this module lands a day the same way (and batch-scores it, so that `recommendations`
-    matches the lakehouse as the tests below expect)."""
-    from pyspark.sql import functions as F
-
+def served_run(spark, job_run, tiny_data, tmp_path_factory) -> Path:
+    """A private copy of the whole-graph run (`job_run` stays read-only) whose lakehouse holds purchases
+    newer than the run's registration, so that `register` has new inputs to build a version from: a daily
+    file lands and is batch-scored, so that `recommendations` matches the lakehouse."""
     from fashionrec.config import ScoringParams
     from fashionrec.ranking.score import run_batch_score
-    from tests.helpers import land_next_day, last_day, recommendation_rows, warm_and_cold
+    from tests.helpers import copy_job_run, land_next_day, recommendation_rows, warm_and_cold
 
-    lakehouse = job_run / "lakehouse"
-    latest = spark.read.format("delta").load(str(lakehouse / "transactions")).agg(F.max("t_dat")).first()[0]
-    if latest.isoformat() > last_day(tiny_data / "transactions_train.csv"):
-        return
+    run = copy_job_run(job_run, tmp_path_factory.mktemp("served") / "run")
+    lakehouse = run / "lakehouse"
     warm, cold = warm_and_cold(recommendation_rows(spark, lakehouse))
     buyers = [*warm, cold]
-    _, landed = land_next_day(spark, lakehouse, tiny_data, job_run / "data", buyers)
+    _, landed = land_next_day(spark, lakehouse, tiny_data, run / "data", buyers)
     assert sum(r["inserted"] for r in landed["ingest"]) == len(buyers), landed
     scored = run_batch_score(
-        ScoringParams(lakehouse=str(lakehouse), artifacts_dir=str(job_run / "artifacts")), spark
+        ScoringParams(lakehouse=str(lakehouse), artifacts_dir=str(run / "artifacts")), spark
     )
     assert scored["customers_scored"] == len(buyers), scored
+    return run
 
 
 @pytest.fixture(scope="module")
-def snapshot(spark, job_run, new_purchases) -> Path:
+def snapshot(spark, served_run) -> Path:
     from fashionrec.snapshot.build import build_snapshot
 
-    out = job_run / "serving" / "snapshot"
-    build_snapshot(spark, TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts", out)
+    out = served_run / "serving" / "snapshot"
+    build_snapshot(
+        spark, TableLocator(lakehouse=str(served_run / "lakehouse")), served_run / "artifacts", out
+    )
     return out
 
 
 @pytest.fixture(scope="module")
-def recommender(snapshot, job_run):
+def recommender(snapshot, served_run):
     from fashionrec.recommender.core import Recommender
 
-    return Recommender(snapshot, job_run / "artifacts")
+    return Recommender(snapshot, served_run / "artifacts")
 
 
-def test_online_answers_equal_the_recommendations_table(spark, job_run, recommender):
-    rows = spark.read.format("delta").load(str(job_run / "lakehouse" / "recommendations")).collect()
+def test_online_answers_equal_the_recommendations_table(spark, served_run, recommender):
+    rows = spark.read.format("delta").load(str(served_run / "lakehouse" / "recommendations")).collect()
     table = {r["customer_id"]: r for r in rows}
     warm = sorted(c for c, r in table.items() if not r["fallback"])[:40]
     cold = sorted(c for c, r in table.items() if r["fallback"])[:10]
@@ -80,16 +78,18 @@ def test_online_answers_equal_the_recommendations_table(spark, job_run, recommen
         assert answer.sources == list(row["sources"]), answer.customer_id
 
 
-def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, job_run, tmp_path):
+def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, served_run, tmp_path):
     """At full scale the purchase histories exceed the driver's result cap, so they are collected one hash
     bucket at a time: the file written in parts holds exactly the rows of one collect."""
     import pyarrow.parquet as pq
 
     from fashionrec.snapshot.build import purchase_rows, scoring_snapshot, write_rows
 
-    tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
+    tables = TableLocator(lakehouse=str(served_run / "lakehouse"))
     week = int(scoring_snapshot(spark, tables)["week"])
-    rows = purchase_rows(spark.read.format("delta").load(str(job_run / "lakehouse" / "transactions")), week)
+    rows = purchase_rows(
+        spark.read.format("delta").load(str(served_run / "lakehouse" / "transactions")), week
+    )
     (tmp_path / "one").mkdir()
     (tmp_path / "parts").mkdir()
     total = write_rows(rows, tmp_path / "one", "purchases")
@@ -103,7 +103,7 @@ def test_a_snapshot_table_larger_than_one_collect_is_written_in_parts(spark, job
     assert parted.read().to_pandas().sort_values(key, ignore_index=True).equals(expected)
 
 
-def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tmp_path, monkeypatch):
+def test_the_global_half_is_computed_once_for_the_same_inputs(spark, served_run, tmp_path, monkeypatch):
     """Daily runs keep the week and the popularity snapshot: batch scoring and register copy the global
     half computed for the same inputs (the same files) instead of recomputing it; other inputs get their
     own entry, and only the two most recent entries are kept."""
@@ -112,10 +112,10 @@ def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tm
     from fashionrec.recommender.layout import CONFIG_FILE
     from fashionrec.snapshot import build as module
 
-    tables = TableLocator(lakehouse=str(job_run / "lakehouse"))
+    tables = TableLocator(lakehouse=str(served_run / "lakehouse"))
     artifacts = tmp_path / "artifacts"
     (artifacts / CONFIG_FILE).parent.mkdir(parents=True)
-    shutil.copy(job_run / "artifacts" / CONFIG_FILE, artifacts / CONFIG_FILE)
+    shutil.copy(served_run / "artifacts" / CONFIG_FILE, artifacts / CONFIG_FILE)
     state = module.scoring_snapshot(spark, tables)
     module.build_snapshot(spark, tables, artifacts, tmp_path / "one", state, customers=False)
     computed: list[int] = []
@@ -137,7 +137,7 @@ def test_the_global_half_is_computed_once_for_the_same_inputs(spark, job_run, tm
     assert len([e for e in (artifacts / module.GLOBAL_CACHE).iterdir() if not e.name.startswith(".")]) == 2
 
 
-def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_run, tmp_path, monkeypatch):
+def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, served_run, tmp_path, monkeypatch):
     """A daily refresh re-registers the serving snapshot: the customers whose transactions changed since
     the last one are recomputed, the others' rows copied, and the files hold what a rebuild from scratch
     holds; the global half (same week, same popularity snapshot) is not recomputed."""
@@ -149,7 +149,7 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
     from tests.conftest import copy_folders
 
     lake = copy_folders(
-        job_run / "lakehouse",
+        served_run / "lakehouse",
         tmp_path / "lakehouse",
         (
             "transactions",
@@ -163,15 +163,15 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
     tables = TableLocator(lakehouse=str(lake))
     transactions = spark.read.format("delta").load(str(lake / "transactions"))
     latest = transactions.agg(F.max("t_dat")).first()[0]
-    # The table as it is now (earlier tests may have landed days after the last batch scoring).
+    # The table as it is now (`served_run` landed a day after the job's batch scoring).
     state = scoring_snapshot(spark, tables) | {
         "transactions_version": current_version(spark, tables, "transactions"),
         "history_week": week_of(latest) + 1,
     }
-    first = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", state)
+    first = build_snapshot(spark, tables, served_run / "artifacts", tmp_path / "serving", state)
     assert first["personal"]["recomputed_customers"] is None and first["personal"]["complete"]
 
-    # Up to 6 of the last day's purchases again a day later (after test_bundle's landed file the last
+    # Up to 6 of the last day's purchases again a day later (after `served_run`'s landed file the last
     # day holds only 3), collected first so that the rows do not change once the table has grown.
     day = transactions.where(F.col("t_dat") == latest).orderBy("txn_id").limit(6)
     new_rows = day.withColumn("t_dat", F.date_add("t_dat", 1)).withColumn(
@@ -191,9 +191,9 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
     computed: list[int] = []
     real = module.write_global_part
     monkeypatch.setattr(module, "write_global_part", lambda *a, **k: computed.append(1) or real(*a, **k))
-    refreshed = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", later)
+    refreshed = build_snapshot(spark, tables, served_run / "artifacts", tmp_path / "serving", later)
     assert computed == []  # a new transactions version, the same global version: the cached half
-    rebuilt = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "scratch", later)
+    rebuilt = build_snapshot(spark, tables, served_run / "artifacts", tmp_path / "scratch", later)
     assert refreshed["personal"]["recomputed_customers"] == len(buyers)
     assert (
         refreshed["rows"]["purchases"]
@@ -207,12 +207,12 @@ def test_a_refreshed_snapshot_recomputes_only_the_changed_customers(spark, job_r
         )
         pd.testing.assert_frame_equal(one, other, check_exact=False)
     monkeypatch.setattr(module, "__version__", "another")  # other code: every customer recomputed
-    again = build_snapshot(spark, tables, job_run / "artifacts", tmp_path / "serving", later)
+    again = build_snapshot(spark, tables, served_run / "artifacts", tmp_path / "serving", later)
     assert again["personal"]["recomputed_customers"] is None
     assert again["rows"]["purchases"] == rebuilt["rows"]["purchases"]
 
 
-def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_run, recommender):
+def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, served_run, recommender):
     """The ranker learns from `ranking.frames.week_frame` rows; batch scoring and serving run the core on
     a snapshot of their own. For the week and table versions of `scoring_state`, ranking the training
     path's rows gives the served lists (method "pipeline", before the live method)."""
@@ -227,7 +227,7 @@ def test_the_rows_the_ranker_learns_from_rank_like_the_served_lists(spark, job_r
     from fashionrec.recommender.rank import rank_frame
     from fashionrec.recommender.ranker import Ranker
 
-    tables, artifacts = TableLocator(lakehouse=str(job_run / "lakehouse")), job_run / "artifacts"
+    tables, artifacts = TableLocator(lakehouse=str(served_run / "lakehouse")), served_run / "artifacts"
     state = read_table(spark, tables, Tables.SCORING_STATE).first()
     rows = read_table(spark, tables, Tables.RECOMMENDATIONS).where("NOT fallback").collect()
     # Customers who bought in the target week itself (a landed daily file) are served with those days
@@ -333,16 +333,16 @@ def test_champion_moves_only_when_the_new_version_is_no_worse():
 
 
 @pytest.fixture(scope="module")
-def registered(spark, job_run, new_purchases) -> tuple[str, str]:
+def registered(spark, served_run) -> tuple[str, str]:
     """`register` once more (the lakehouse has new purchases since the job ran): (tracking URI, model URI)."""
     from fashionrec.config import RegisterParams
     from fashionrec.serving.register import run_register
 
-    tracking = f"sqlite:///{job_run / 'mlflow.db'}"
+    tracking = f"sqlite:///{served_run / 'mlflow.db'}"
     registered = run_register(
         RegisterParams(
-            lakehouse=str(job_run / "lakehouse"),
-            artifacts_dir=str(job_run / "artifacts"),
+            lakehouse=str(served_run / "lakehouse"),
+            artifacts_dir=str(served_run / "artifacts"),
             mlflow_tracking_uri=tracking,
         ),
         spark,
@@ -412,9 +412,11 @@ def _established_per_child(parent: int, port: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
-def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registered, recommender):
-    """`fashionrec serve -w 2`: MLflow's app on two workers; four kept-alive connections get two workers
-    each and the same answers as the in-memory recommender; SIGTERM stops parent and workers."""
+def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registered, recommender, tiny_data):
+    """`fashionrec serve -w 2`: MLflow's app on two workers forked from a parent that loaded the model;
+    four kept-alive connections get two workers each and the same answers as the in-memory recommender,
+    stored or computed (FAISS and XGBoost after the fork) and by photo (TensorFlow loaded in each worker
+    after the fork); SIGTERM stops parent and workers."""
     import http.client
 
     tracking, model_uri = registered
@@ -423,6 +425,13 @@ def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registere
     process = _start(command, tracking, port)
     try:
         customers = sorted(recommender.history_rows)[:8]
+        # Answers computed, not stored (an exclude list), expected first: the in-memory recommender loads
+        # its query tower for them, longer than the server keeps an idle connection open.
+        dropped = [recommender.recommend([c])[0].article_ids[:1] for c in customers[:4]]
+        computed = [
+            recommender.recommend([c], exclude=set(d))[0].article_ids
+            for c, d in zip(customers[:4], dropped, strict=True)
+        ]
         connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
         for round_ in range(2):
             for i, connection in enumerate(connections):
@@ -434,11 +443,30 @@ def test_fashionrec_serve_deals_kept_alive_connections_to_every_worker(registere
                 assert response.status == 200, answer
                 expected = recommender.recommend([customer])[0]
                 assert answer["predictions"][0]["article_ids"] == expected.article_ids
+        for i, connection in enumerate(connections):
+            body = json.dumps({"dataframe_records": [{"customer_id": customers[i], "exclude": dropped[i]}]})
+            connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 200, answer
+            assert answer["predictions"][0]["article_ids"] == computed[i]
         # Two workers with two connections each (other children, e.g. multiprocessing's resource tracker,
         # hold none).
         assert sorted(n for n in _established_per_child(process.pid, port) if n) == [2, 2]
         for connection in connections:
             connection.close()
+        photo = sorted((tiny_data / "images").rglob("*.jpg"))[7]
+        body = json.dumps({"dataframe_records": [{"image": base64.b64encode(photo.read_bytes()).decode()}]})
+        for _ in range(2):  # two new connections: one per worker
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            connection.close()
+            assert response.status == 200 and answer["predictions"][0]["article_ids"][0] == photo.stem
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        commands = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children]
+        assert not [c for c in commands if b"spawn_main" in c], "workers were spawned, not forked"
     finally:
         status = _stop(process)
     assert status == 0
@@ -607,7 +635,7 @@ def test_rest_endpoint_rejects_bad_requests_with_400(server, body, reason):
 
 
 def test_call_recommender_notebook_runs_against_the_endpoint(
-    server, job_run, spark, monkeypatch, capsys, tmp_path
+    server, served_run, spark, monkeypatch, capsys, tmp_path
 ):
     from tests.conftest import REPO_ROOT
     from tests.test_notebooks import run_notebook
@@ -616,7 +644,7 @@ def test_call_recommender_notebook_runs_against_the_endpoint(
         REPO_ROOT / "notebooks" / "call_recommender.py",
         monkeypatch,
         capsys,
-        lakehouse=str(job_run / "lakehouse"),
+        lakehouse=str(served_run / "lakehouse"),
         endpoint=server,
         reports_dir=str(tmp_path),
     )

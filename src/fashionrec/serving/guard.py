@@ -13,6 +13,13 @@ the model is reached:
 - error bodies: never longer than `MAX_ERROR_BYTES` (a 10 MB request is not echoed back).
 The model itself checks each value (types, ranges, ids) and the row limit again, so Databricks Model
 Serving, which runs its own front server, rejects the same requests except unknown fields.
+
+A request that passes is scored by MLflow's own handler (`scoring_server.invocations`: JSON or CSV or
+Parquet to pandas, the signature's checks, the model, pandas to JSON), called directly on the event loop's
+thread: the same answer and error bodies as MLflow's app, without its FastAPI routing, its timeout
+middleware and the hop to a prediction thread, which took as much CPU as the handler itself (measured in
+docs/journal.md, "One runtime: serving"). There is no 504 timeout: the limits above bound a request's work,
+and MLflow's timeout answers 504 while the prediction goes on taking its thread anyway.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+# (body, Content-Type header) -> (status, body, media type): MLflow's handling of one /invocations request.
+Scorer = Callable[[bytes, str], tuple[int, str, str]]
 
 
 class Rejected(Exception):
@@ -138,11 +147,15 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _answer(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error_code": "BAD_REQUEST", "message": message[:MAX_ERROR_BYTES]}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _respond(send: Send, status: int, body: bytes, media_type: str = JSON_TYPE) -> None:
+    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error_code": "BAD_REQUEST", "message": message[:MAX_ERROR_BYTES]}).encode()
+    await _respond(send, status, body)
 
 
 def _shortened(send: Send) -> Send:
@@ -177,10 +190,12 @@ def _shortened(send: Send) -> Send:
 
 
 class RequestGuard:
-    """ASGI middleware around MLflow's scoring app (see the module's docstring)."""
+    """ASGI middleware around MLflow's scoring app (see the module's docstring): a request that passes is
+    scored by `score` when given, otherwise handed to the app."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, score: Scorer | None = None) -> None:
         self.app = app
+        self.score = score
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -201,6 +216,14 @@ class RequestGuard:
         except Rejected as rejected:
             await _answer(send, rejected.status, rejected.message)
             return
+        if self.score is not None:
+            try:
+                status, text, media_type = self.score(body, _header(scope, b"content-type") or "")
+            except Exception as error:  # as above: the request's fault
+                await _answer(send, 400, f"the request could not be scored ({error.__class__.__name__})")
+                return
+            await _respond(_shortened(send), status, text.encode(), media_type)
+            return
         delivered = False
 
         async def replay() -> Message:
@@ -216,8 +239,31 @@ class RequestGuard:
             await _answer(send, 400, f"the request could not be scored ({error.__class__.__name__})")
 
 
-def guarded_mlflow_app() -> RequestGuard:
-    """MLflow's scoring app for the model named by its environment (see `serving.server`), guarded."""
-    from mlflow.pyfunc.scoring_server.app import app as mlflow_app
+def mlflow_scorer(model: Any) -> Scorer:
+    """MLflow's handling of one /invocations request for a loaded pyfunc model, as its app does it
+    (`scoring_server.invocations`, and an MlflowException as its status and JSON body)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
 
-    return RequestGuard(mlflow_app)
+    input_schema = model.metadata.get_input_schema()
+
+    def score(body: bytes, content_type: str) -> tuple[int, str, str]:
+        try:
+            result = scoring_server.invocations(body, content_type, model, input_schema)
+        except MlflowException as error:
+            return error.get_http_status_code(), error.serialize_as_json(), JSON_TYPE
+        return result.status, result.response, result.mimetype
+
+    return score
+
+
+def guarded_mlflow_app() -> RequestGuard:
+    """MLflow's scoring app for the model named by its environment (see `serving.server`), guarded; the
+    guard scores requests with MLflow's handler directly (see the module's docstring)."""
+    import os
+
+    from mlflow.pyfunc import scoring_server
+
+    # What `mlflow.pyfunc.scoring_server.app` does, keeping the model for the guard's scorer.
+    model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
+    return RequestGuard(scoring_server.init(model), mlflow_scorer(model))

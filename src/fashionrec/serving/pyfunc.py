@@ -73,21 +73,33 @@ def freeze_long_lived_objects() -> None:
 
 
 class PhotoLoader:
-    """Loads search by photo (`serving.photo.PhotoSearch`) on a background thread; `get` waits for it and
-    returns None when the model was registered without it (or it failed to load: the error is logged)."""
+    """Loads search by photo (`serving.photo.PhotoSearch`) on a background thread started by the model's
+    first request (`start`), not while the model loads: a server that loads the model once and forks its
+    workers (`serving.server`) must fork before any thread runs, and TensorFlow must load in each worker
+    after the fork. `get` waits for it and returns None when the model was registered without it (or it
+    failed to load: the error is logged)."""
 
     def __init__(self, models_dir: str, snapshot_dir: str) -> None:
         from fashionrec.serving.photo import PhotoSearch
 
+        self._folders = (models_dir, snapshot_dir)
         self._search: Any = None
         self._ready = threading.Event()
-        if not PhotoSearch.available(models_dir, snapshot_dir):
+        self._started = threading.Lock()
+        self._available = PhotoSearch.available(models_dir, snapshot_dir)
+        if not self._available:
             self._ready.set()
+
+    def start(self) -> None:
+        """Start loading in the background, once (cheap after the first call)."""
+        if self._ready.is_set() or not self._started.acquire(blocking=False):
             return
 
         def load() -> None:
+            from fashionrec.serving.photo import PhotoSearch
+
             try:
-                self._search = PhotoSearch.from_folders(models_dir, snapshot_dir)
+                self._search = PhotoSearch.from_folders(*self._folders)
                 freeze_long_lived_objects()
             except Exception:
                 logging.getLogger(__name__).exception("search by photo failed to load")
@@ -99,6 +111,7 @@ class PhotoLoader:
         threading.Thread(target=load, name="photo-search-loader").start()
 
     def get(self) -> Any:
+        self.start()
         self._ready.wait()
         return self._search
 
@@ -111,8 +124,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
         self.recommender = Recommender(context.artifacts["snapshot"], context.artifacts["models"])
         # Search by photo needs TensorFlow and the image encoder (seconds to load): they load in the
-        # background, so the server answers customers and articles at once and a photo request waits
-        # for them only while they load.
+        # background from the first request on, so the server answers customers and articles at once and
+        # a photo request waits for them only while they load.
         self.photos = PhotoLoader(context.artifacts["models"], context.artifacts["snapshot"])
         freeze_long_lived_objects()
 
@@ -121,6 +134,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         from fashionrec.recommender.core import UnknownArticleError
 
+        self.photos.start()
         recommender = self.recommender
         requests = parse_requests(pd.DataFrame(model_input), recommender.k, recommender.week)
         rows: list[dict[str, Any]] = []

@@ -12,10 +12,11 @@ callers, and this launcher serves the same MLflow app, model and environment wit
    accepts and deals connections to the workers in turn, as Node's cluster module does on Linux.
 3. Threads fighting over the interpreter lock: MLflow runs each prediction in a thread; the recommender is
    CPU-bound Python, so concurrent predictions in one process only take turns, and each FAISS or XGBoost
-   call that releases the lock waits a switch interval to get it back. Each worker here predicts on one
-   thread, one request after another.
+   call that releases the lock waits a switch interval to get it back. Each worker here scores one
+   request after another with MLflow's handler on the event loop's own thread (`serving.guard`).
 
 The app is MLflow's behind `serving.guard` (size, content-type, JSON and field checks: 4xx, never 5xx).
+With more than one worker the parent loads the model once and forks the workers (`_load_then_fork`).
 On Databricks, Model Serving runs its own server; this is for the local server and self-hosting.
 """
 
@@ -27,6 +28,7 @@ import os
 import select
 import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +148,22 @@ def _deal(listener: socket.socket, channels: list[socket.socket], processes: lis
     return 0 if stopping else 1
 
 
+def _load_then_fork(options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Load the guarded app (and the model) once, here, for workers forked from this process: they share it
+    copy-on-write and answer as soon as they exist, where spawned workers each imported MLflow, XGBoost and
+    pandas and loaded the snapshot again, all of them at once on the same cores. A fork copies no thread,
+    so the loaded model must run none before its first request (`pyfunc.PhotoLoader`); if one runs anyway,
+    the workers are spawned and load the model themselves, as before."""
+    from fashionrec.serving.guard import guarded_mlflow_app
+
+    app = guarded_mlflow_app()
+    running = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if running:
+        print(f"threads {running} run after loading the model: spawning workers that load it again")
+        return multiprocessing.get_context("spawn"), options
+    return multiprocessing.get_context("fork"), {**options, "app": app, "factory": False}
+
+
 def serve(config: ServeConfig) -> int:
     """Download the model once, then serve MLflow's scoring app on `config.workers` processes until
     SIGINT/SIGTERM (returns 0) or the death of a worker (returns 1)."""
@@ -170,11 +188,11 @@ def serve(config: ServeConfig) -> int:
     if config.workers == 1:
         uvicorn.Server(uvicorn.Config(**options)).run(sockets=[listener])
         return 0
-    spawn = multiprocessing.get_context("spawn")
+    context, options = _load_then_fork(options)
     channels, processes = [], []
     for _ in range(config.workers):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message, one fd
-        process = spawn.Process(target=_worker, args=(options, theirs), name="fashionrec-serve-worker")
+        process = context.Process(target=_worker, args=(options, theirs), name="fashionrec-serve-worker")
         process.start()
         theirs.close()
         channels.append(ours)
