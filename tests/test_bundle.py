@@ -106,21 +106,6 @@ DEPLOYMENT_SETTINGS = {
     "parallelism",
     "max_evals",
 }
-# Not yet one default: the image model's settings (the bundle's suit real photos, the parameters' rendered
-# ones). Issue 55 replaces this model with a pretrained backbone and settles them there.
-NOT_YET_ONE_DEFAULT = {
-    ("train_image_similarity", name)
-    for name in (
-        "architecture",
-        "class_keys",
-        "epochs",
-        "image_size",
-        "learning_rate",
-        "loss",
-        "steps_per_epoch",
-        "width",
-    )
-}
 
 
 def _bundle_settings() -> list[tuple[str, str, type, str]]:
@@ -160,7 +145,7 @@ def test_each_setting_has_one_default_shared_by_the_bundle_and_the_task_paramete
     checked, differ = 0, []
     for task, flag, params_class, default in settings:
         name = flag.removeprefix("--").replace("-", "_")
-        if name in DEPLOYMENT_SETTINGS or (task, name) in NOT_YET_ONE_DEFAULT:
+        if name in DEPLOYMENT_SETTINGS:
             continue
         checked += 1
         bundle_value = getattr(parse_params(params_class, [flag, default]), name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -174,10 +175,12 @@ def test_saved_encoder_is_the_weighted_concatenation_of_the_parts(tmp_path):
         np.testing.assert_allclose(np.linalg.norm(saved, axis=1), 1.0, rtol=1e-5)
 
 
-def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, tiny_data):
-    """The job graph's train_image_similarity and index_images figures, then index_images once more."""
+def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, tiny_data, tmp_path):
+    """The job graph's train_image_similarity and index_images figures, then index_images once more (on a
+    copy: `job_run` is read-only)."""
     from fashionrec.config import ImageIndexParams
     from fashionrec.similarity.task import run_index_images
+    from tests.helpers import copy_job_run
 
     tasks = json.loads((job_run / "reports" / "latest_run.json").read_text())["tasks"]
     learned = tasks["train_image_similarity"]["holdout_precision"][0]
@@ -200,8 +203,9 @@ def test_image_model_beats_random_and_the_index_is_incremental(spark, job_run, t
     assert len(row["neighbour_ids"]) == 12 and row["article_id"] not in row["neighbour_ids"]
     assert similar.count() == articles
 
+    job_run = copy_job_run(job_run, tmp_path / "run")
     params = ImageIndexParams(
-        lakehouse=str(lakehouse),
+        lakehouse=str(job_run / "lakehouse"),
         artifacts_dir=str(job_run / "artifacts"),
         mlflow_tracking_uri=f"sqlite:///{job_run / 'mlflow.db'}",
         reports_dir=str(job_run / "reports"),
@@ -259,3 +263,97 @@ def test_compact_cosine_softmax_model_learns_every_key_and_its_encoder_takes_pho
     assert bigger.shape == (4, 8 + 4 + 8 + 2 + 2)
     np.testing.assert_allclose(np.linalg.norm(bigger, axis=1), 1.0, rtol=1e-5)
     assert (bigger * expected).sum(axis=1).min() > 0.9  # the same pictures, larger
+
+
+def test_pretrained_backbone_fine_tunes_its_top_blocks_over_a_cache_and_exports_one_encoder(tmp_path):
+    """efficientnet_lite0: the frozen blocks run once per image (the cache), the top blocks and the head
+    learn a key over it; the exported encoder runs bottom and top as one model on uint8 photos of any size,
+    equal to the parts; the frozen blocks keep their ImageNet weights."""
+    from PIL import Image
+
+    from fashionrec.similarity import backbone
+    from fashionrec.similarity import encoder as image_encoder
+    from fashionrec.similarity import model as image_model
+
+    # The real photos kept for the backbone's test: two products of each of 12 types.
+    photos = Path(__file__).parent / "data" / "hm_photos"
+    articles = pd.read_csv(photos / "articles.csv", dtype={"article_id": str})
+    pixels = np.stack(
+        [
+            np.asarray(Image.open(photos / f"{a}.jpg").convert("RGB").resize((64, 64), Image.BILINEAR))
+            for a in articles["article_id"]
+        ]
+    )
+    classes = pd.factorize(articles["product_type_name"])[0]
+    hp = image_model.ImageHyperParams(
+        embedding_dim=8,
+        architecture="efficientnet_lite0",
+        unfreeze_blocks=2,
+        augment_copies=0,
+        classes_per_batch=6,
+        examples_per_class=2,
+        epochs=3,
+        steps_per_epoch=10,
+        learning_rate=0.003,
+    )
+    assert hp.stages() == [(3, 0.003, True)]  # with head_epochs: the backbone frozen first, then a tenth
+    assert hp.with_updates(head_epochs=1).stages() == [(1, 0.003, False), (3, 0.003 * 0.1, True)]
+    names, model, losses = image_model.train(pixels, {"type": classes}, hp, log_epochs=False)
+    assert names == ["type"] and len(losses["type"]) == 3 and losses["type"][-1] < losses["type"][0], losses
+    (embedding,) = image_model.embed(model, pixels)
+
+    reference = {layer.name: layer for layer in backbone.pretrained(64).layers}
+    trained = {
+        layer.name: layer
+        for layer in model.submodules
+        if isinstance(layer, image_model.tf.keras.layers.Layer) and layer.name in reference
+    }
+    frozen, tuned = "block13_project", "block15_project"  # blocks 14 and 15 are trained
+    np.testing.assert_array_equal(trained[frozen].get_weights()[0], reference[frozen].get_weights()[0])
+    assert not np.allclose(trained[tuned].get_weights()[0], reference[tuned].get_weights()[0])
+    for moment in (2, 3):  # batch norm keeps ImageNet's moving mean and variance in the trained blocks
+        np.testing.assert_array_equal(
+            trained[f"{tuned}_bn"].get_weights()[moment], reference[f"{tuned}_bn"].get_weights()[moment]
+        )
+
+    image_model.export(model, [1.0], tmp_path / "encoder")
+    encoder = image_encoder.load(tmp_path / "encoder")
+    np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), embedding[:4], atol=1e-4)
+    larger = np.repeat(np.repeat(pixels[:4], 2, axis=1), 3, axis=2)  # 128 x 192: resized in the graph
+    assert image_encoder.embed_saved(encoder, larger).shape == (4, 8)
+
+
+def test_stage_one_trains_only_the_layers_above_the_frozen_backbone():
+    """`set_top_trainable(False)` then `compile_stage`: a fit leaves the backbone's top blocks as loaded and
+    moves the head; unfrozen and recompiled, the next fit moves the top blocks too."""
+    from fashionrec.similarity import model as image_model
+
+    hp = image_model.ImageHyperParams(
+        embedding_dim=8,
+        architecture="efficientnet_lite0",
+        unfreeze_blocks=1,
+        loss="cosine_softmax",
+        steps_per_epoch=3,
+        batch_size=8,
+    )
+    rng = np.random.default_rng(0)
+    cache = rng.normal(0, 1, (32, 2, 2, 192)).astype(np.float32)  # block 15's input at 64 px
+    labels = np.arange(32) % 4
+    _, trainer = image_model.build_proxy_model(hp, cache.shape[1:], 4)
+    top = trainer.get_layer(image_model.backbone.TOP_NAME)
+
+    def weights() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        head = [w.numpy().copy() for layer in trainer.layers if layer is not top for w in layer.weights]
+        return [w.numpy().copy() for w in top.weights], head
+
+    loaded, head = weights()
+    image_model.set_top_trainable(trainer, False)
+    image_model.compile_stage(trainer, hp, 1, 0.01)
+    trainer.fit(cache, labels, batch_size=8, epochs=1, verbose=0)
+    after_one, head_after = weights()
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, after_one, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(head, head_after, strict=True))
+    image_model.set_top_trainable(trainer, True)
+    image_model.compile_stage(trainer, hp, 1, 0.01)
+    trainer.fit(cache, labels, batch_size=8, epochs=1, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(loaded, weights()[0], strict=True))

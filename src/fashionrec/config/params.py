@@ -295,31 +295,37 @@ class ImageSimilarityParams(LakeParams):
     artifacts_dir: str = "artifacts"
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fashionrec"
-    # One model per class key (product_type, product_code, type_colour), comma-separated; their embeddings
-    # are concatenated with weights chosen on validation products (similarity.mixing).
-    class_keys: str = "product_type,type_colour"
+    # One model per class key (product_type, product_code, type_colour, colour), comma-separated; their
+    # parts are concatenated with weights chosen on validation products (similarity.mixing).
+    # The defaults are the real-photo settings (docs/benchmarks.md, images_real); the `local` target sets
+    # the demo's rendered ones in databricks.yml.
+    class_keys: str = "product_type,colour"
     workers: int = 1
     max_evals: int = 0
     parallelism: int = 1
     embedding_dim: int = 64
-    learning_rate: float = 0.002
+    learning_rate: float = 0.001
     classes_per_batch: int = 16
     examples_per_class: int = 4
     epochs: int = 4
-    steps_per_epoch: int = 100
-    # Flipped / zoomed-in copies of every training image: lifts neighbour precision on real photos for a
-    # model trained on rendered ones (docs/journal.md); 0 trains on the images as they are.
-    augment_copies: int = 1
+    steps_per_epoch: int = 200
+    # Flipped / zoomed-in copies of every training image (`images.augmented_copies`); 0 trains on the
+    # images as they are.
+    augment_copies: int = 2
     # Shares of products held out: to report neighbour precision on unseen products (holdout), and to
     # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
     holdout_share: float = 0.2
     validation_share: float = 0.2
-    # Pixels a side the model sees, its network and its loss (`similarity.model.ImageHyperParams`): the
-    # defaults suit rendered images; real photos train best at 64 px, compact, cosine_softmax (benchmarks).
-    image_size: int = 32
-    architecture: str = "plain"
-    width: int = 32  # filters of the first convolution (doubling per block)
-    loss: str = "multi_similarity"
+    # Pixels a side the model sees, its network and its loss (`similarity.model.ImageHyperParams`).
+    image_size: int = 128
+    architecture: str = "efficientnet_lite0"
+    width: int = 24  # plain and compact: filters of the first convolution (doubling per block)
+    # efficientnet_lite0 (ImageNet weights): its top blocks trained, 0..16 (0: frozen backbone), after
+    # head_epochs with the whole backbone frozen, at fine_tune_rate x the learning rate.
+    unfreeze_blocks: int = 4
+    head_epochs: int = 0
+    fine_tune_rate: float = 0.1
+    loss: str = "cosine_softmax"
     batch_size: int = 128
     # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.
     mixed_precision: bool = False

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fashionrec.similarity import backbone
 from fashionrec.similarity.images import augmented_copies
 from fashionrec.training.progress import EpochLog
 from fashionrec.training.tf_env import import_tensorflow
@@ -25,7 +26,8 @@ tf = import_tensorflow()
 
 import tensorflow_similarity as tfsim  # noqa: E402  (after TF_USE_LEGACY_KERAS is set)
 
-ARCHITECTURES = ("plain", "compact")
+PRETRAINED = backbone.ARCHITECTURE  # ImageNet weights, its top blocks fine-tuned
+ARCHITECTURES = ("plain", "compact", PRETRAINED)
 LOSSES = ("multi_similarity", "cosine_softmax")
 # `NeighbourVotes`: chosen on validation photos of hm_real_images (50-100 neighbours, 0.02-0.03 equal).
 VOTE_NEIGHBOURS = 50
@@ -47,6 +49,13 @@ class ImageHyperParams:
     # stem, batch-normalised blocks, global average pooling; its batches are flipped, zoomed and shifted
     # (`augment_batch`) as they are drawn (real photos).
     architecture: str = "plain"
+    # efficientnet_lite0: how many of its 16 blocks, counted from the top, are trained (0: the backbone
+    # frozen, only the layers above its pooled features learn); the rest run once per image (a cache).
+    unfreeze_blocks: int = 0
+    # efficientnet_lite0 with unfreeze_blocks > 0: epochs with the whole backbone frozen (only the layers
+    # above it learn) before `epochs` of fine-tuning its top blocks at `fine_tune_rate` x the learning rate.
+    head_epochs: int = 0
+    fine_tune_rate: float = 0.1
     # multi_similarity: TF Similarity's MultiSimilarityLoss on class-balanced batches; cosine_softmax: a
     # softmax over cosine similarities to one learned proxy per class (scaled by `softmax_scale`) on
     # batches drawn as the catalogue comes, which learned real photos 2x faster (docs/journal.md).
@@ -62,15 +71,37 @@ class ImageHyperParams:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0 <= self.unfreeze_blocks <= 16:
+            raise ValueError(f"unfreeze_blocks must be from 0 to 16, got {self.unfreeze_blocks}")
+        if self.head_epochs < 0 or self.fine_tune_rate <= 0:
+            raise ValueError(
+                f"head_epochs must be >= 0 and fine_tune_rate > 0, got {self.head_epochs}, {self.fine_tune_rate}"
+            )
+
+    def stages(self) -> list[tuple[int, float, bool]]:
+        """(epochs, learning rate, whether the backbone's top blocks learn) of each training stage."""
+        if self.architecture == PRETRAINED and self.unfreeze_blocks and self.head_epochs:
+            return [
+                (self.head_epochs, self.learning_rate, False),
+                (self.epochs, self.learning_rate * self.fine_tune_rate, True),
+            ]
+        return [(self.epochs, self.learning_rate, True)]
 
     def with_updates(self, **values: Any) -> ImageHyperParams:
         return ImageHyperParams(**{**self.__dict__, **values})
 
 
-def _backbone(hp: ImageHyperParams, size: int) -> tuple[Any, Any]:
-    """(inputs, features before the embedding layer)."""
+def _backbone(hp: ImageHyperParams, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """(inputs of `shape`, features before the embedding layer). For the pretrained architecture the
+    inputs are the frozen bottom's outputs (`pretrained_bottom`), and the layers are its trainable top."""
     layers = tf.keras.layers
-    inputs = layers.Input((size, size, 3), dtype=tf.float32)
+    inputs = layers.Input(shape, dtype=tf.float32)
+    if hp.architecture == PRETRAINED:
+        top = backbone.pretrained_top(backbone.BLOCKS - hp.unfreeze_blocks, shape)
+        for layer in top.layers:  # batch norm keeps ImageNet's moments (`set_top_trainable`)
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
+        return inputs, layers.Dense(256, activation="relu")(top(inputs, training=False))
     x = layers.Rescaling(1.0 / 255)(inputs)
     if hp.architecture == "plain":
         for i in range(3):
@@ -86,26 +117,57 @@ def _backbone(hp: ImageHyperParams, size: int) -> tuple[Any, Any]:
     return inputs, layers.Dense(256, activation="relu")(x)
 
 
+def pretrained_bottom(hp: ImageHyperParams, size: int) -> Any:
+    """The frozen part of the pretrained backbone: images (size, size, 3; 0..255) → the input of its first
+    trained block, scaled as its weights expect."""
+    bottom, _ = backbone.pretrained_split(backbone.BLOCKS - hp.unfreeze_blocks, size)
+    inputs = tf.keras.Input((size, size, 3), dtype=tf.float32)
+    scaled = tf.keras.layers.Rescaling(
+        1 / backbone.INPUT_SCALE, -backbone.INPUT_CENTRE / backbone.INPUT_SCALE
+    )
+    return tf.keras.Model(inputs, bottom(scaled(inputs), training=False), name="pretrained_bottom")
+
+
 def _conv(x: Any, filters: int, kernel: int, strides: int = 1) -> Any:
     layers = tf.keras.layers
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
     return layers.ReLU()(layers.BatchNormalization()(x))
 
 
-def build_model(hp: ImageHyperParams, size: int) -> Any:
+def build_model(hp: ImageHyperParams, shape: tuple[int, ...]) -> Any:
     """multi_similarity: one compiled `SimilarityModel` (one class key), the embedding model itself."""
-    inputs, features = _backbone(hp, size)
+    inputs, features = _backbone(hp, shape)
     # float32 output layer: the loss and the exported embeddings keep full precision under mixed precision.
     outputs = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
     model = tfsim.models.SimilarityModel(inputs, outputs)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
-        loss=tfsim.losses.MultiSimilarityLoss(distance="cosine"),
-    )
+    compile_stage(model, hp, hp.epochs, hp.learning_rate)
     return model
 
 
-def build_proxy_model(hp: ImageHyperParams, size: int, classes: int) -> tuple[Any, Any]:
+def compile_stage(trainer: Any, hp: ImageHyperParams, epochs: int, learning_rate: float) -> None:
+    """Compile `trainer` for one training stage: multi_similarity, Adam at `learning_rate`;
+    cosine_softmax, Adam cosine-decayed to 5% over the stage (the proxies settle once the rate falls)."""
+    if hp.loss == "cosine_softmax":
+        rate: Any = tf.keras.optimizers.schedules.CosineDecay(
+            learning_rate, epochs * hp.steps_per_epoch, 0.05
+        )
+        loss: Any = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        rate, loss = learning_rate, tfsim.losses.MultiSimilarityLoss(distance="cosine")
+    trainer.compile(optimizer=tf.keras.optimizers.Adam(rate), loss=loss)
+
+
+def set_top_trainable(trainer: Any, trainable: bool) -> None:
+    """Freeze or unfreeze the pretrained backbone's trained blocks (`backbone.build_top`) inside `trainer`;
+    their batch norms stay frozen either way (ImageNet's moments; class-balanced batches are small)."""
+    top = trainer.get_layer(backbone.TOP_NAME)
+    top.trainable = trainable
+    for layer in top.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def build_proxy_model(hp: ImageHyperParams, shape: tuple[int, ...], classes: int) -> tuple[Any, Any]:
     """cosine_softmax: (parts model, compiled trainer) of one network with one learned proxy per class.
 
     The parts model maps images to the embedding and the class part, √(softmax of the proxy logits): unit
@@ -113,16 +175,12 @@ def build_proxy_model(hp: ImageHyperParams, size: int, classes: int) -> tuple[An
     distributions, high only when both are surely of one class. Mixed with the embeddings, the class
     parts gave 2-3 points more type precision at equal colour on real photos (docs/journal.md)."""
     layers = tf.keras.layers
-    inputs, features = _backbone(hp, size)
+    inputs, features = _backbone(hp, shape)
     embedding = tfsim.layers.MetricEmbedding(hp.embedding_dim, dtype="float32")(features)
     logits = CosineProxies(classes, hp.softmax_scale, dtype="float32")(embedding)
     class_part = layers.Lambda(tf.sqrt, dtype="float32")(layers.Softmax(dtype="float32")(logits))
     trainer = tf.keras.Model(inputs, logits)
-    # Cosine decay to 5% over the whole run: the proxies settle once the rate falls.
-    optimizer = tf.keras.optimizers.Adam(
-        tf.keras.optimizers.schedules.CosineDecay(hp.learning_rate, hp.epochs * hp.steps_per_epoch, 0.05)
-    )
-    trainer.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    compile_stage(trainer, hp, hp.epochs, hp.learning_rate)
     return tf.keras.Model(inputs, [embedding, class_part]), trainer
 
 
@@ -243,24 +301,38 @@ def train(
     """
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     names, networks, losses = [], [], {}
+    bottom = cache = None
+    if hp.architecture == PRETRAINED:  # the frozen blocks run once per image (and copy), for every key
+        with scope:
+            bottom = pretrained_bottom(hp, pixels.shape[1])
+        views = (
+            [pixels, augmented_copies(pixels, hp.augment_copies, hp.seed)] if hp.augment_copies else [pixels]
+        )
+        cache = _bottom_outputs(bottom, np.concatenate(views))
     for key, classes in label_sets.items():
         tf.keras.utils.set_random_seed(hp.seed)
         keep = np.bincount(classes)[classes] >= (2 if hp.loss == "multi_similarity" else 1)
         x, y = pixels[keep], classes[keep]
-        if hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch instead
+        if cache is not None:
+            x, y = cache[np.tile(keep, hp.augment_copies + 1)], np.tile(y, hp.augment_copies + 1)
+        elif hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch instead
             x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
             y = np.tile(y, hp.augment_copies + 1)
         with scope:
             if hp.loss == "cosine_softmax":
-                network, trainer = build_proxy_model(hp, pixels.shape[1], int(classes.max()) + 1)
+                network, trainer = build_proxy_model(hp, x.shape[1:], int(classes.max()) + 1)
             else:
-                network = trainer = build_model(hp, pixels.shape[1])
-        history = trainer.fit(
-            _batches(x, y, hp),
-            epochs=hp.epochs,
-            verbose=0,
-            callbacks=[EpochLog(f"image model ({key})", hp.epochs, log_epochs)],
-        )
+                network = trainer = build_model(hp, x.shape[1:])
+        history: dict[str, list[float]] = {"loss": []}
+        stages = hp.stages()
+        log = EpochLog(f"image model ({key})", sum(epochs for epochs, _, _ in stages), log_epochs)
+        for epochs, learning_rate, top_learns in stages:
+            if len(stages) > 1:  # recompiled: Keras reads `trainable` when it compiles
+                with scope:
+                    set_top_trainable(trainer, top_learns)
+                    compile_stage(trainer, hp, epochs, learning_rate)
+            fitted = trainer.fit(_batches(x, y, hp), epochs=epochs, verbose=0, callbacks=[log])
+            history["loss"] += fitted.history["loss"]
         if hp.loss == "cosine_softmax":
             # The training photos as they are (no augmentation) are the votes' memory.
             memory = embed(network, x)[0]
@@ -271,9 +343,19 @@ def train(
         else:
             names.append(key)
         networks.append(network)
-        losses[key] = [float(v) for v in history.history["loss"]]
+        losses[key] = [float(v) for v in history["loss"]]
     inputs = tf.keras.Input(pixels.shape[1:], dtype=tf.float32)
-    return names, tf.keras.Model(inputs, [p for n in networks for p in tf.nest.flatten(n(inputs))]), losses
+    shared = inputs if bottom is None else bottom(inputs, training=False)
+    return names, tf.keras.Model(inputs, [p for n in networks for p in tf.nest.flatten(n(shared))]), losses
+
+
+def _bottom_outputs(bottom: Any, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The frozen bottom's outputs for uint8 images, computed once: the cache the trained layers learn on."""
+    parts = [
+        bottom(pixels[i : i + batch].astype(np.float32), training=False).numpy()
+        for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(parts)
 
 
 def _batches(x: np.ndarray, y: np.ndarray, hp: ImageHyperParams) -> Any:

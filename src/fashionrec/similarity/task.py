@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from fashionrec.config import ImageIndexParams, ImageSimilarityParams, Tables
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
+from fashionrec.similarity.backbone import ARCHITECTURE as PRETRAINED
 from fashionrec.similarity.encoder import ENCODER_DIR
 from fashionrec.similarity.images import DISPLAY_SIZE, MODEL_SIZE, decode, raw_pixel_vectors
 from fashionrec.similarity.mixing import choose_weights, combine
@@ -124,6 +125,9 @@ def _hp(params: ImageSimilarityParams) -> Any:
         augment_copies=params.augment_copies,
         architecture=params.architecture,
         width=params.width,
+        unfreeze_blocks=params.unfreeze_blocks,
+        head_epochs=params.head_epochs,
+        fine_tune_rate=params.fine_tune_rate,
         loss=params.loss,
         batch_size=params.batch_size,
         mixed_precision=params.mixed_precision,
@@ -189,6 +193,31 @@ def _objective(metrics: dict[str, float]) -> float:
     return float(np.mean(list(metrics.values()))) if metrics else 0.0
 
 
+def search_space(space: Any, architecture: str) -> dict[str, Any]:
+    """What Hyperopt chooses: the embedding, the learning rate and the batches' classes; for the
+    pretrained backbone also how many of its top blocks are trained."""
+    common = {
+        "embedding_dim": space.choice("embedding_dim", [32, 64, 128]),
+        "learning_rate": space.loguniform("learning_rate", np.log(3e-4), np.log(1e-2)),
+    }
+    if architecture == PRETRAINED:
+        return common | {"unfreeze_blocks": space.choice("unfreeze_blocks", [0, 2, 4, 6])}
+    return common | {"classes_per_batch": space.choice("classes_per_batch", [8, 16, 32])}
+
+
+def imagenet_features(pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Unit-length pooled features of the frozen pretrained backbone (no training on these photos)."""
+    from fashionrec.similarity import backbone  # imports TensorFlow
+
+    network = backbone.pretrained(int(pixels.shape[1]))
+    parts = [
+        network(backbone.preprocess(pixels[i : i + batch]), training=False).numpy()
+        for i in range(0, len(pixels), batch)
+    ]
+    features = np.concatenate(parts)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-9)
+
+
 def run_train_image_similarity(
     params: ImageSimilarityParams, spark: SparkSession | None = None
 ) -> dict[str, Any]:
@@ -211,6 +240,9 @@ def run_train_image_similarity(
         "raw_pixels": neighbour_precision(raw_pixel_vectors(pixels[held]), holdout),
         "random": _precision_of_rows(random_rows(len(holdout), PRECISION_K, params.seed), holdout),
     }
+    if params.architecture == PRETRAINED and len(holdout) > PRECISION_K:
+        # What the pretrained backbone knows before any training on these photos.
+        baseline["imagenet_features"] = neighbour_precision(imagenet_features(pixels[held]), holdout)
     base_hp = _hp(params)
     final_dir = Path(params.artifacts_dir) / ENCODER_DIR
     staging = final_dir.with_name(f"model.tmp-{uuid.uuid4().hex[:8]}")
@@ -253,11 +285,7 @@ def run_train_image_similarity(
             found = search(
                 spark,
                 objective,
-                {
-                    "embedding_dim": space.choice("embedding_dim", [32, 64, 128]),
-                    "learning_rate": space.loguniform("learning_rate", np.log(3e-4), np.log(1e-2)),
-                    "classes_per_batch": space.choice("classes_per_batch", [8, 16, 32]),
-                },
+                search_space(space, params.architecture),
                 params.max_evals,
                 params.parallelism,
                 params.seed,
@@ -315,6 +343,11 @@ def run_train_image_similarity(
                 {"method": f"learned, {key} part only", **values}
                 for key, values in chief["per_model"].items()
                 if len(chief["per_model"]) > 1
+            ),
+            *(
+                [{"method": "ImageNet features (frozen EfficientNet-Lite0)", **baseline["imagenet_features"]}]
+                if "imagenet_features" in baseline
+                else []
             ),
             {"method": "raw pixels 24x24", **baseline["raw_pixels"]},
             {"method": "random", **baseline["random"]},
