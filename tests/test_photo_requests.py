@@ -106,3 +106,35 @@ def test_the_photo_gallery_holds_only_catalogue_articles_of_the_current_image_mo
     with np.load(snapshot / GALLERY_FILE) as gallery:
         assert gallery["article_ids"].tolist() == ["0100000001", "0100000002"]
         np.testing.assert_allclose(gallery["vectors"], [[1.0, 0.0], [0.0, 1.0]])
+
+
+@pytest.mark.parametrize("removed", [True, False])
+def test_a_loader_whose_folders_vanish_says_so_and_a_real_failure_is_an_error(
+    tmp_path, monkeypatch, caplog, removed
+):
+    """MLflow loads a model being logged from a temporary copy to check its input example and removes the
+    copy after one request: the photo loader started by that request then finds its files gone. That is
+    logged as what it is (info); a load that fails with the files in place stays an error."""
+    import logging
+    import shutil
+
+    from fashionrec.serving import photo, pyfunc
+    from fashionrec.similarity.encoder import ENCODER_DIR
+
+    models, snapshot = tmp_path / "models", tmp_path / "snapshot"
+    (models / ENCODER_DIR).mkdir(parents=True)
+    (models / ENCODER_DIR / "saved_model.pb").write_bytes(b"x")
+    snapshot.mkdir()
+    (snapshot / photo.GALLERY_FILE).write_bytes(b"x")
+
+    def load_while_removed(*folders: object) -> None:
+        if removed:
+            shutil.rmtree(tmp_path)
+        raise FileNotFoundError("variables/variables")
+
+    monkeypatch.setattr(photo.PhotoSearch, "from_folders", staticmethod(load_while_removed))
+    loader = pyfunc.PhotoLoader(str(models), str(snapshot))
+    with caplog.at_level(logging.INFO, logger=pyfunc.__name__):
+        assert loader.get() is None
+    levels = {record.levelno for record in caplog.records if record.name == pyfunc.__name__}
+    assert levels == ({logging.INFO} if removed else {logging.ERROR})

@@ -102,7 +102,13 @@ class PhotoLoader:
                 self._search = PhotoSearch.from_folders(*self._folders)
                 freeze_long_lived_objects()
             except Exception:
-                logging.getLogger(__name__).exception("search by photo failed to load")
+                log = logging.getLogger(__name__)
+                if not all(Path(folder).is_dir() for folder in self._folders):
+                    # A temporary copy removed under the loader: MLflow loads a model being logged from
+                    # one to check its input example, and removes it when that request is answered.
+                    log.info("search by photo not loaded: the model's folders were removed while it loaded")
+                else:
+                    log.exception("search by photo failed to load")
             finally:
                 self._ready.set()
 
