@@ -130,6 +130,12 @@ def test_backtest_reports_every_method_pooled_and_per_week(backtest):
     rates = figures["candidate_hit_rate"]
     assert rates and all(0 <= r <= 1 for r in rates.values())
     assert rates["repurchase"] > 0  # tiny's shoppers buy again: some repurchase candidate is bought
+    # The two-tower source is served from towers trained as of the first frame week, on earlier purchases.
+    (trained,) = figures["two_tower_trainings"]
+    assert trained["as_of"] < min(figures["reported_weeks"]) and trained["training_examples"] > 0
+    assert "two_tower" in figures["candidate_recall"]
+    fold = Path(params.artifacts_dir) / "backtest" / figures["reported_weeks"][0]
+    assert (fold / "retrieval" / "index.npz").exists() and (fold / "retrieval" / "towers").is_dir()
 
 
 def test_backtest_lists_rescore_to_the_reported_figures(spark, backtest):

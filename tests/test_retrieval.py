@@ -262,3 +262,31 @@ def test_random_negatives_train_and_mask_the_rows_own_positive(training):
     assert candidates.shape == (8, 8) and ids.shape == (8,)
     assert ids.numpy()[:3].tolist() == [1, 2, 3]  # the batch's own articles first, then the draws
     assert (probability.numpy() > 0).all()
+
+
+def test_a_vocabulary_from_transactions_is_the_one_the_feature_tables_give(spark, tiny_lake):
+    """The backtest's folds build their vocabulary from the snapshot's tables (they have no feature tables
+    of their week): for a week that has them, it is the vocabulary `train_retrieval` reads."""
+    from fashionrec.config import Tables
+    from fashionrec.lake.tables import read_table
+    from fashionrec.retrieval.vocab_lake import vocabulary_from_lake, vocabulary_from_transactions
+
+    tables, _ = tiny_lake
+    week = int(read_table(spark, tables, Tables.CUSTOMER_FEATURES).agg({"as_of_week": "max"}).first()[0])
+    lake = vocabulary_from_lake(spark, tables, week)
+    direct = vocabulary_from_transactions(
+        *(read_table(spark, tables, t) for t in (Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.ARTICLES)),
+        week,
+    )
+    assert direct.customers == lake.customers and direct.articles == lake.articles
+    assert direct.categories == lake.categories and direct.article_sales == lake.article_sales
+    assert direct.age_mean == pytest.approx(lake.age_mean) and direct.age_std == pytest.approx(lake.age_std)
+    assert sum(direct.article_sales) > 0
+
+
+def test_a_short_fold_trains_on_smaller_batches_never_below_the_minimum():
+    from fashionrec.retrieval.as_of import BATCHES_PER_EPOCH, MIN_BATCH, fold_batch_size
+
+    assert fold_batch_size(100_000, 1024) == 1024
+    assert fold_batch_size(1024 * BATCHES_PER_EPOCH - 1, 1024) == 512
+    assert fold_batch_size(10, 1024) == MIN_BATCH

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -116,6 +117,15 @@ def fold_folder(params: BacktestParams, week: int) -> Path:
     return Path(params.artifacts_dir) / "backtest" / str(first_day(week))
 
 
+def with_towers(source: Path, fold: Path) -> None:
+    """The fold's folder gets the towers and index its week was served with (when the two-tower source is
+    on), so that it holds all the served model of that fold needs."""
+    towers = source / "retrieval"
+    if source.resolve() != fold.resolve() and towers.is_dir():
+        shutil.rmtree(fold / "retrieval", ignore_errors=True)
+        shutil.copytree(towers, fold / "retrieval")
+
+
 def _fold_methods(
     params: BacktestParams,
     snapshot: dict[str, DataFrame],
@@ -138,6 +148,7 @@ def _fold_methods(
     fits = _fit_fold(params, frames, truths, week, seeds)
     fitted, chosen = fits[first]
     folder = fold_folder(params, week)
+    with_towers(inputs.artifacts_dir, folder)
     config = PipelineConfig.of(params, fitted.window if fitted else 0)
     if fitted is None:  # no ranker: every servable method is the baseline as served
         served = week_lists(inputs, config, None, {BASELINE: params.k})
@@ -160,8 +171,53 @@ def _fold_methods(
     return methods, config, chosen
 
 
+class FoldTowers:
+    """The artifacts folder each week's snapshot reads the two-tower source from: with the source on,
+    towers trained as of the latest retraining week at or before it (`retrieval.as_of`), trained when first
+    needed; with it off, the task's artifacts folder."""
+
+    def __init__(self, params: BacktestParams, snapshot: dict[str, DataFrame], first_week: int) -> None:
+        self.params, self.snapshot, self.first_week = params, snapshot, first_week
+        self.trained: dict[int, Path] = {}
+        self.trainings: list[dict[str, Any]] = []
+
+    def artifacts_for(self, week: int) -> Path:
+        params = self.params
+        if params.two_tower_candidates == 0:
+            return Path(params.artifacts_dir)
+        every = params.two_tower_retrain_weeks
+        start = self.first_week + (week - self.first_week) // every * every
+        if start not in self.trained:
+            from fashionrec.retrieval.as_of import train_towers_as_of  # imports TensorFlow
+            from fashionrec.retrieval.train import HyperParams
+
+            folder = Path(params.artifacts_dir) / "backtest" / "towers" / str(first_day(start))
+            figures = train_towers_as_of(
+                self.snapshot[Tables.TRANSACTIONS],
+                self.snapshot[Tables.CUSTOMERS],
+                self.snapshot[Tables.ARTICLES],
+                start,
+                folder,
+                HyperParams(epochs=params.two_tower_epochs),
+                params.two_tower_train_weeks,
+                params.seed,
+            )
+            self.trainings.append({"as_of": str(first_day(start)), **figures})
+            print(
+                f"  backtest: towers as of {first_day(start)}: {figures['training_examples']} purchases, "
+                f"{figures['seconds']} s",
+                flush=True,
+            )
+            self.trained[start] = folder
+        return self.trained[start]
+
+
 def _weekly_frames(
-    params: BacktestParams, snapshot: dict[str, DataFrame], weeks: list[int], keep: set[int]
+    params: BacktestParams,
+    snapshot: dict[str, DataFrame],
+    weeks: list[int],
+    keep: set[int],
+    towers: FoldTowers,
 ) -> tuple[dict[int, pd.DataFrame], dict[int, Lists], dict[int, dict[str, float]], dict[int, WeekInputs]]:
     """Labelled candidate rows and the buyers' purchases of each week (features as of that week); the
     snapshots of the `keep` weeks with buyers stay open for their lists (the caller closes them)."""
@@ -171,7 +227,7 @@ def _weekly_frames(
     frames, truths, recalls, kept = {}, {}, {}, {}
     for position, week in enumerate(weeks, 1):
         truth = week_truth(tx, week).persist()
-        inputs = open_week(spark, snapshot, week, truth, config, params.artifacts_dir)
+        inputs = open_week(spark, snapshot, week, truth, config, towers.artifacts_for(week))
         try:
             if inputs.actual:
                 frame, recall, _ = candidate_frame(inputs, params.random_negatives, params.seed)
@@ -276,16 +332,18 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
     features = article_features(
         tx, snapshot[Tables.CUSTOMERS], snapshot[Tables.ARTICLES], frame_weeks
     ).persist()
+    towers = FoldTowers(params, snapshot, frame_weeks[0])
     try:
         frames, truths, recalls, open_weeks = _weekly_frames(
-            params, {**snapshot, Tables.ARTICLE_FEATURES: features}, frame_weeks, set(folds)
+            params, {**snapshot, Tables.ARTICLE_FEATURES: features}, frame_weeks, set(folds), towers
         )
     finally:
         features.unpersist()
     try:
-        return _run_folds(
+        result = _run_folds(
             params, snapshot, versions, folds, reported, frames, truths, recalls, open_weeks, started
         )
+        return {**result, "two_tower_trainings": towers.trainings} if towers.trainings else result
     finally:
         for inputs in open_weeks.values():
             inputs.close()

@@ -387,8 +387,12 @@ class BacktestParams(RankingParams):
     # (a week of ~40 real buyers is too few) and the train_ranker task's shallow, regularised trees.
     train_weeks: int = 22
     objective: str = "binary:logistic"
-    # The two-tower would have to be retrained for each fold: off unless asked for.
-    two_tower_candidates: int = 0
+    # The two-tower source (`two_tower_candidates`, as in the pipeline): its towers are trained as of the
+    # first frame week on the `two_tower_train_weeks` weeks before it and retrained every
+    # `two_tower_retrain_weeks` weeks, so every fold's towers saw only earlier purchases (`retrieval.as_of`).
+    two_tower_retrain_weeks: int = 4
+    two_tower_train_weeks: int = 16
+    two_tower_epochs: int = 3
     random_negatives: int = 0
     bootstrap_samples: int = 1000
     default_method: str = "repurchase_then_popular"
@@ -403,3 +407,7 @@ class BacktestParams(RankingParams):
             raise ValueError("weeks and train_weeks must be >= 1, validation_weeks >= 0")
         if self.ranker_seeds < 1:
             raise ValueError(f"ranker_seeds must be >= 1, got {self.ranker_seeds}")
+        if self.two_tower_retrain_weeks < 1 or self.two_tower_train_weeks < 1 or self.two_tower_epochs < 1:
+            raise ValueError(
+                "two_tower_retrain_weeks, two_tower_train_weeks and two_tower_epochs must be >= 1"
+            )

@@ -24,7 +24,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import IndexParams, RetrievalParams, Tables
@@ -194,10 +194,28 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
     }
 
 
+def write_index(
+    candidate_encoder: Any, articles: DataFrame, artifacts_dir: str | Path, kind: str = "auto"
+) -> tuple[Any, np.ndarray, float, float]:
+    """The candidate tower's embedding of every article → FAISS index at `artifacts_dir/INDEX_FILE`, where
+    the recommender core reads it; returns (index, embeddings, embed seconds, build seconds)."""
+    from fashionrec.retrieval.index import ArticleIndex
+
+    table = articles.select("article_id", *ARTICLE_CATEGORIES).orderBy("article_id").toArrow()
+    t0 = time.perf_counter()
+    embeddings = embed_catalog(candidate_encoder, table)
+    embed_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index = ArticleIndex.build(embeddings, table.column("article_id").to_pylist(), kind)
+    build_seconds = time.perf_counter() - t0
+    index.save(Path(artifacts_dir) / INDEX_FILE)
+    return index, embeddings, embed_seconds, build_seconds
+
+
 def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> dict[str, Any]:
     from fashionrec.evaluation.report import metric_rows
     from fashionrec.evaluation.task import baseline_methods, evaluate_methods, oracle_method
-    from fashionrec.retrieval.index import ArticleIndex, measure
+    from fashionrec.retrieval.index import measure
 
     spark = spark or get_spark("fashionrec-build-index")
     started = time.perf_counter()
@@ -208,20 +226,10 @@ def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> d
         (Tables.ARTICLES, Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.SPLITS, Tables.GROUND_TRUTH),
     )
     query_encoder, candidate_encoder, vocab = load_towers(params.artifacts_dir)
-
-    articles = (
-        read_table(spark, tables, Tables.ARTICLES)
-        .select("article_id", *ARTICLE_CATEGORIES)
-        .orderBy("article_id")
-        .toArrow()
+    index, embeddings, embed_seconds, build_seconds = write_index(
+        candidate_encoder, read_table(spark, tables, Tables.ARTICLES), params.artifacts_dir, params.index_kind
     )
-    t0 = time.perf_counter()
-    embeddings = embed_catalog(candidate_encoder, articles)
-    embed_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    index = ArticleIndex.build(embeddings, articles.column("article_id").to_pylist(), params.index_kind)
-    build_seconds = time.perf_counter() - t0
-    index_path = index.save(Path(params.artifacts_dir) / INDEX_FILE)
+    index_path = Path(params.artifacts_dir) / INDEX_FILE
 
     splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
     week = splits.target_week(params.split)
