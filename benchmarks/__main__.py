@@ -19,6 +19,7 @@ ON_REQUEST = [
     "oracle_gap",
     "landing",
     "refresh",
+    "ablation",
 ]  # long: run with --only
 
 

@@ -225,7 +225,12 @@ def test_local_runner_runs_the_job_graph_and_writes_the_summary(job_run, tiny_da
     assert {"full_pipeline", "two_tower_only", "repurchase_then_popular"} <= {
         m["method"] for m in ranker["metrics"]
     }
-    assert 0 < ranker["candidate_recall_test"]["union"] <= 1
+    recall = ranker["candidate_recall_test"]
+    assert 0 < recall["union"] <= 1
+    assert (
+        recall["union_without_two_tower"] <= recall["union"]
+        and recall["union_without_visual"] <= recall["union"]
+    )
     assert 0 < max(ranker["candidate_hit_rate_test"].values()) <= 1
     assert ranker["filters_test"]["candidates"] >= ranker["filters_test"]["kept"] > 0
     assert (tmp_path / "reports" / "ranker_importance.png").exists()

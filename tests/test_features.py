@@ -180,6 +180,33 @@ def test_purchase_history_is_point_in_time_latest_last(spark):
     assert weekly[("c2", week)] == []
 
 
+def test_recent_sales_are_point_in_time_decayed_and_count_weeks_on_sale(spark):
+    from fashionrec.features.recent_sales import HALF_LIFE_WEEKS, WINDOW_WEEKS, article_recent_sales
+
+    week = week_of(date(2020, 9, 16))
+    day = first_day(week)
+    rows = [
+        ("c1", day - timedelta(days=1), "a1"),  # last week
+        ("c2", day - timedelta(days=2), "a1"),  # last week
+        ("c1", day - timedelta(days=15), "a1"),  # three weeks back (two before last week)
+        ("c1", day - timedelta(days=7 * (WINDOW_WEEKS + 3)), "a2"),  # long ago: on sale, no recent sales
+        ("c1", day, "a3"),  # in the week itself: not sold before it
+    ]
+    tx = spark.createDataFrame(rows, "customer_id string, t_dat date, article_id string")
+    got = {(r["article_id"], r["week"]): r for r in article_recent_sales(tx, [week, week - 1]).collect()}
+    a1 = got[("a1", week)]
+    assert a1["last_week_sales"] == 2 and a1["weeks_on_sale"] == 3
+    assert a1["recent_sales"] == pytest.approx(2 + 0.5 ** (2 / HALF_LIFE_WEEKS))
+    a2 = got[("a2", week)]
+    assert a2["recent_sales"] == 0 and a2["last_week_sales"] == 0 and a2["weeks_on_sale"] == WINDOW_WEEKS + 3
+    assert ("a3", week) not in got  # first sold in the week: no features as of it
+    # As of the week before, last week's two sales are in the future.
+    earlier = got[("a1", week - 1)]
+    assert earlier["last_week_sales"] == 0 and earlier["recent_sales"] == pytest.approx(
+        0.5 ** (1 / HALF_LIFE_WEEKS)
+    )
+
+
 def test_customer_key_is_a_hash_unless_two_customers_share_it(spark, tiny_lake):
     from fashionrec.features.keys import customer_key
 

@@ -232,6 +232,32 @@ def test_candidate_hit_rate_is_the_bought_share_of_each_sources_candidates():
     assert candidate_hit_rate(frame) == {"repurchase": 0.5, "trending": 0.3333, "popular": 1.0}
 
 
+def test_candidate_recall_reports_the_union_without_each_learned_source():
+    import pandas as pd
+
+    from fashionrec.ranking.frames import candidate_recall
+    from fashionrec.recommender.layout import ABSENT_RANK, SOURCES
+
+    absent = [ABSENT_RANK] * 4
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "c2"],
+            "article_id": ["a", "b", "c", "d"],
+            "label": [1, 1, 1, 0],
+            **{f"rank_{s}": absent for s in SOURCES},
+            "rank_two_tower": [0, 1, ABSENT_RANK, 2],
+            "rank_repurchase": [0, ABSENT_RANK, ABSENT_RANK, ABSENT_RANK],
+            "rank_visual": [ABSENT_RANK, ABSENT_RANK, 0, ABSENT_RANK],
+            "sources": [["two_tower", "repurchase"], ["two_tower"], ["visual"], ["two_tower"]],
+        }
+    )
+    recall = candidate_recall(frame, {"c1": ["a", "b"], "c2": ["c", "e"]})
+    assert recall["union"] == 0.75  # a, b, c of the 4 purchases
+    assert recall["union_without_two_tower"] == 0.5  # b was the two-tower's alone
+    assert recall["union_without_visual"] == 0.5  # c was the visual source's alone
+    assert recall["two_tower"] == 0.5 and recall["visual"] == 0.25
+
+
 def test_the_job_and_the_backtest_choose_among_the_rankers_their_parameters_name():
     from fashionrec.config import BacktestParams, RankingParams
     from fashionrec.ranking.choose import ranker_choices

@@ -166,15 +166,21 @@ def test_towers_train_under_mixed_precision_and_still_return_float32(training):
     finally:
         mixed_precision_policy(False)
     assert embedded.dtype == tf.float32
-    np.testing.assert_allclose(np.linalg.norm(embedded.numpy(), axis=1), 1.0, atol=1e-5)
+    # The learned part is on the unit sphere; the product memory and the sales bias follow it.
+    config = TowerConfig(embedding_dim=16)
+    assert embedded.shape[1] == 16 + config.memory_dim + 1
+    np.testing.assert_allclose(np.linalg.norm(embedded.numpy()[:, :16], axis=1), 1.0, atol=1e-5)
     losses = history.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
 def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
     """Serving sends raw ids: the SavedModels' lookups must give what training's integer path gave."""
-    from fashionrec.retrieval.towers import embed_queries, load_towers
+    import pyarrow as pa
+
+    from fashionrec.retrieval.towers import embed_catalog, embed_queries, load_towers
     from fashionrec.retrieval.train import HyperParams, train_worker
+    from fashionrec.retrieval.vocab import ARTICLE_SALES, PRODUCT
     from fashionrec.training.distributed import SINGLE
 
     spec, queries, _ = training
@@ -184,10 +190,15 @@ def test_exported_string_towers_match_the_trained_towers(training, tmp_path):
     query_encoder, candidate_encoder, vocab = load_towers(tmp_path)
     from fashionrec.retrieval.train import recall_against_catalog
 
-    catalog = candidate_encoder(
-        {"article_id": np.asarray(vocab.articles, dtype=object)}
-        | {c: np.asarray(v, dtype=object) for c, v in vocab.article_categories.items()}
-    ).numpy()
+    sales = np.asarray(vocab.article_recent_sales, dtype=np.float32)
+    catalog = embed_catalog(
+        candidate_encoder,
+        pa.table(
+            {"article_id": vocab.articles, PRODUCT: vocab.article_products}
+            | dict(vocab.article_categories)
+            | {name: sales[:, i] for i, name in enumerate(ARTICLE_SALES)}
+        ),
+    )
     whole = embed_queries(query_encoder, queries)
     via_strings = recall_against_catalog(whole, catalog, vocab.articles, spec.validation.actual, (12, 100))
     assert via_strings == pytest.approx(result.metrics, abs=1e-6)
@@ -259,7 +270,7 @@ def test_random_negatives_train_and_mask_the_rows_own_positive(training):
     model = TwoTower(spec.vocab, TowerConfig(embedding_dim=8, random_negatives=5))
     features = {k: tf.constant(v[:3]) for k, v in spec.vocab.catalog_arrays().items()}
     candidates, ids, probability = model._with_random_negatives(features, model.candidate_tower(features))
-    assert candidates.shape == (8, 8) and ids.shape == (8,)
+    assert candidates.shape[0] == 8 and ids.shape == (8,)
     assert ids.numpy()[:3].tolist() == [1, 2, 3]  # the batch's own articles first, then the draws
     assert (probability.numpy() > 0).all()
 
@@ -290,3 +301,40 @@ def test_a_short_fold_trains_on_smaller_batches_never_below_the_minimum():
     assert fold_batch_size(100_000, 1024) == 1024
     assert fold_batch_size(1024 * BATCHES_PER_EPOCH - 1, 1024) == 512
     assert fold_batch_size(10, 1024) == MIN_BATCH
+
+
+def test_the_product_memory_scores_every_colour_of_a_bought_product_alike(training):
+    """A customer's history adds its products' memory vectors to the query; every article of a product
+    carries the product's vector, so the memory part of the score is the same for each colour of a product
+    bought, and the history's product matches itself better than other products do, before any training."""
+    from fashionrec.retrieval.model import TowerConfig, TwoTower
+    from fashionrec.training.tf_env import import_tensorflow
+
+    tf = import_tensorflow()
+    spec, _, _ = training
+    vocab = spec.vocab
+    config = TowerConfig(embedding_dim=8, memory_dim=64)
+    model = TwoTower(vocab, config)
+    catalog = vocab.catalog_arrays()
+    products = catalog["product_code"]
+    shared, counts = np.unique(products, return_counts=True)
+    product = shared[counts > 1][0]  # a product sold in more than one colour
+    colours = np.flatnonzero(products == product)
+    history = np.zeros((1, 10), np.int32)
+    history[0, -1] = catalog["article_id"][colours[0]]
+    query = model.query_tower(
+        {
+            "customer_id": tf.constant([0]),
+            "age": tf.constant([0.0]),
+            "age_missing": tf.constant([1.0]),
+            "month_sin": tf.constant([0.0]),
+            "month_cos": tf.constant([1.0]),
+            "history": tf.constant(history),
+        }
+    ).numpy()[0]
+    candidates = model.candidate_tower({k: tf.constant(v) for k, v in catalog.items()}).numpy()
+    memory = slice(config.embedding_dim, config.embedding_dim + config.memory_dim)
+    scores = candidates[:, memory] @ query[memory]
+    np.testing.assert_allclose(scores[colours], scores[colours[0]], rtol=1e-6)
+    others = scores[products != product]
+    assert scores[colours[0]] > np.quantile(others, 0.99)

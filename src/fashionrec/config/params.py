@@ -157,11 +157,14 @@ class RetrievalParams(LakeParams):
     learning_rate: float = 0.005
     batch_size: int = 1024
     temperature: float = 0.05
-    epochs: int = 3
+    epochs: int = 2
     customer_dropout: float = 0.05
     logq_correction: bool = True
     # Uniform catalogue negatives added to each batch (mixed negative sampling; 0: in-batch only).
     random_negatives: int = 0
+    # Product memory dimensions (0: off) and the recent-sales bias (`retrieval.model.TowerConfig`).
+    memory_dim: int = 256
+    sales_bias: bool = True
     # Customers with fewer purchases before the validation week share the out-of-vocabulary embedding.
     min_customer_purchases: int = 1
     # bfloat16 compute on GPUs (`training.distributed.mixed_precision_policy`); ignored on CPUs.
@@ -392,7 +395,7 @@ class BacktestParams(RankingParams):
     # `two_tower_retrain_weeks` weeks, so every fold's towers saw only earlier purchases (`retrieval.as_of`).
     two_tower_retrain_weeks: int = 4
     two_tower_train_weeks: int = 16
-    two_tower_epochs: int = 3
+    two_tower_epochs: int = 2
     random_negatives: int = 0
     bootstrap_samples: int = 1000
     default_method: str = "repurchase_then_popular"

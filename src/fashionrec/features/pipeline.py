@@ -25,7 +25,7 @@ from fashionrec.config import FeaturesParams, TableLocator, Tables
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.splits import Splits, ground_truth, resolve_splits
-from fashionrec.features.training_set import retrieval_training_set
+from fashionrec.features.training_set import TRAINING_SET_VERSION, retrieval_training_set
 from fashionrec.features.weeks import first_day, week_col
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import (
@@ -224,6 +224,7 @@ def run_features(params: FeaturesParams, spark: SparkSession | None = None) -> d
     state = _state(spark, tables)
     derived_from = (
         f"test_week={splits.test_week};retrieval_weeks={params.retrieval_weeks};"
+        f"training_set={TRAINING_SET_VERSION};"
         f"versions={','.join(str(versions[t]) for t in SOURCES)}"
     )
     derived = (Tables.SPLITS, Tables.GROUND_TRUTH, Tables.RETRIEVAL_TRAINING_SET)

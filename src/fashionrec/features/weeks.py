@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from fashionrec.weeks import EPOCH, first_day, week_of
 
-__all__ = ["EPOCH", "before_week", "first_day", "first_day_col", "week_col", "week_of"]
+__all__ = ["EPOCH", "before_week", "first_day", "first_day_col", "week_after", "week_col", "week_of"]
 
 
 def week_col(day: Column) -> Column:
@@ -22,6 +22,11 @@ def before_week(transactions: DataFrame, week: int, weeks_back: int | None = Non
     if weeks_back:
         cond = cond & (w >= week - weeks_back)
     return transactions.where(cond)
+
+
+def week_after(transactions: DataFrame) -> int:
+    """The week after the last transaction's: the week batch scoring targets unless told another."""
+    return week_of(transactions.agg(F.max("t_dat")).first()[0]) + 1
 
 
 def first_day_col(week: Column) -> Column:

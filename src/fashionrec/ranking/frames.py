@@ -47,6 +47,10 @@ def with_labels(frame: pd.DataFrame, actual: dict[str, list[str]]) -> pd.DataFra
     return frame.assign(label=labels)
 
 
+# Sources whose own contribution is reported (the learned ones: union recall with and without them).
+ABLATION_SOURCES = ("two_tower", "visual")
+
+
 def sources_where(frame: pd.DataFrame, keep: Callable[[Sequence[str]], bool]) -> np.ndarray:
     """Boolean array over `frame`'s rows: does the row's `sources` list satisfy `keep`? An array, not a
     Series: pandas reads an empty object-dtype Series as a column selection, and an empty frame indexed
@@ -55,8 +59,9 @@ def sources_where(frame: pd.DataFrame, keep: Callable[[Sequence[str]], bool]) ->
 
 
 def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[str, float]:
-    """Share of the target week's purchases (distinct customer × article) each source covers, and the
-    union, before the business rules; and the candidates per customer."""
+    """Share of the target week's purchases (distinct customer × article) each source covers, the union,
+    and the union without each of ABLATION_SOURCES, before the business rules; and the candidates per
+    customer."""
     total = sum(len(set(ids)) for ids in actual.values())
     hits = frame[frame["label"] == 1]
     out = {}
@@ -64,6 +69,11 @@ def candidate_recall(frame: pd.DataFrame, actual: dict[str, list[str]]) -> dict[
         out[source] = round(int((hits[f"rank_{source}"] < ABSENT_RANK).sum()) / max(total, 1), 4)
     proposed = sources_where(hits, lambda s: RANDOM_SOURCE not in s)
     out["union"] = round(int(proposed.sum()) / max(total, 1), 4)
+    for source in ABLATION_SOURCES:  # the union without one source: what only that source finds
+        others = sources_where(
+            hits, lambda s, source=source: any(x not in (source, RANDOM_SOURCE) for x in s)
+        )
+        out[f"union_without_{source}"] = round(int(others.sum()) / max(total, 1), 4)
     per_customer = frame.groupby("customer_id").size().mean() if len(frame) else 0.0
     out["candidates_per_customer"] = round(float(per_customer), 1)
     return out

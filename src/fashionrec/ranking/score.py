@@ -33,7 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import ScoringParams, Tables
-from fashionrec.features.weeks import first_day, week_of
+from fashionrec.features.weeks import first_day, week_after, week_of
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import current_version, delta_table, overwrite_table, read_table
 from fashionrec.recommender.layout import CONFIG_FILE, RANKER_DIR
@@ -179,10 +179,7 @@ def run_batch_score(params: ScoringParams, spark: SparkSession | None = None) ->
     if reason:
         global_version = tx_version if params.global_version < 0 else params.global_version
         global_tx = read_table(spark, tables, Tables.TRANSACTIONS, version=global_version)
-        week = requested_week
-        if week is None:
-            week = global_tx.agg(F.max("t_dat")).first()[0]
-            week = week_of(week) + 1
+        week = requested_week if requested_week is not None else week_after(global_tx)
         targets = customers.select("customer_id")
     else:
         assert state is not None

@@ -66,7 +66,7 @@ def train_towers_as_of(
         vocab.save(towers / "vocab.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_index(load_encoder(towers / "candidate_tower"), articles, folder)
+    write_index(load_encoder(towers / "candidate_tower"), articles, transactions, week, folder)
     return {
         "week": week,
         "training_examples": rows,

@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from fashionrec.features.history import HISTORY_LENGTH
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
 
 QUERY_INPUTS = ("customer_id", "age", "age_missing", "month_sin", "month_cos", "history")
-CANDIDATE_INPUTS = ("article_id", *ARTICLE_CATEGORIES)
+CANDIDATE_INPUTS = ("article_id", PRODUCT, *ARTICLE_CATEGORIES, *ARTICLE_SALES)
 READ_BATCH_ROWS = 65_536
 
 
@@ -99,9 +99,14 @@ def encode_candidates(
     table: pa.Table, vocab: Vocabulary, articles: pa.Array | None = None
 ) -> dict[str, np.ndarray]:
     articles = articles if articles is not None else pa.array(vocab.articles, pa.string())
-    out = {"article_id": encode(table.column("article_id"), articles)}
+    out = {
+        "article_id": encode(table.column("article_id"), articles),
+        PRODUCT: encode(table.column(PRODUCT), vocab.products),
+    }
     for name in ARTICLE_CATEGORIES:
         out[name] = encode(table.column(name), vocab.categories[name])
+    for name in ARTICLE_SALES:
+        out[name] = pc.fill_null(table.column(name), 0.0).to_numpy(zero_copy_only=False).astype(np.float32)
     return out
 
 

@@ -29,13 +29,14 @@ from pyspark.sql import functions as F
 
 from fashionrec.config import IndexParams, RetrievalParams, Tables
 from fashionrec.features.splits import Splits
+from fashionrec.features.weeks import week_after
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import overwrite_table, pin_tables, read_table
 from fashionrec.retrieval.inputs import encode_queries
 from fashionrec.retrieval.queries import query_table
 from fashionrec.retrieval.towers import INDEX_FILE, TOWERS, embed_catalog, embed_queries, load_towers
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, ValidationSet, train_worker
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
 from fashionrec.retrieval.vocab_lake import vocabulary_from_lake
 from fashionrec.training.distributed import SINGLE, run_on_barrier
 from fashionrec.training.tracking import metric_name, tracked_run
@@ -67,6 +68,7 @@ def validation_set(
 
 SEARCH_SPACE_BOUNDS = {
     "embedding_dim": [32, 64, 128],
+    "memory_dim": [128, 256],
     "depth": [0, 1, 2],
     "batch_size": [512, 1024, 2048],
     "learning_rate": (1e-3, 3e-2),
@@ -80,6 +82,7 @@ def search_space() -> dict[str, Any]:
     b = SEARCH_SPACE_BOUNDS
     return {
         "embedding_dim": hp.choice("embedding_dim", b["embedding_dim"]),
+        "memory_dim": hp.choice("memory_dim", b["memory_dim"]),
         "depth": hp.choice("depth", b["depth"]),
         "batch_size": hp.choice("batch_size", b["batch_size"]),
         "learning_rate": hp.loguniform("learning_rate", *map(math.log, b["learning_rate"])),
@@ -140,6 +143,8 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
         customer_dropout=params.customer_dropout,
         logq_correction=params.logq_correction,
         random_negatives=params.random_negatives,
+        memory_dim=params.memory_dim,
+        sales_bias=params.sales_bias,
         mixed_precision=params.mixed_precision,
     )
     final_dir = Path(params.artifacts_dir) / TOWERS
@@ -194,22 +199,40 @@ def run_train_retrieval(params: RetrievalParams, spark: SparkSession | None = No
     }
 
 
-def write_index(
-    candidate_encoder: Any, articles: DataFrame, artifacts_dir: str | Path, kind: str = "auto"
+def catalog_index(
+    candidate_encoder: Any, articles: DataFrame, transactions: DataFrame, week: int, kind: str = "auto"
 ) -> tuple[Any, np.ndarray, float, float]:
-    """The candidate tower's embedding of every article → FAISS index at `artifacts_dir/INDEX_FILE`, where
-    the recommender core reads it; returns (index, embeddings, embed seconds, build seconds)."""
+    """The candidate tower's embedding of every article, with its recent sales as of `week`, in a FAISS
+    index; returns (index, embeddings, embed seconds, build seconds)."""
+    from fashionrec.features.recent_sales import article_recent_sales
     from fashionrec.retrieval.index import ArticleIndex
 
-    table = articles.select("article_id", *ARTICLE_CATEGORIES).orderBy("article_id").toArrow()
+    table = (
+        articles.select("article_id", F.col(PRODUCT).cast("string").alias(PRODUCT), *ARTICLE_CATEGORIES)
+        .join(article_recent_sales(transactions, [week]).drop("week"), "article_id", "left")
+        .fillna(0.0, list(ARTICLE_SALES))
+        .orderBy("article_id")
+        .toArrow()
+    )
     t0 = time.perf_counter()
     embeddings = embed_catalog(candidate_encoder, table)
     embed_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = ArticleIndex.build(embeddings, table.column("article_id").to_pylist(), kind)
-    build_seconds = time.perf_counter() - t0
-    index.save(Path(artifacts_dir) / INDEX_FILE)
-    return index, embeddings, embed_seconds, build_seconds
+    return index, embeddings, embed_seconds, time.perf_counter() - t0
+
+
+def write_index(
+    candidate_encoder: Any,
+    articles: DataFrame,
+    transactions: DataFrame,
+    week: int,
+    artifacts_dir: str | Path,
+    kind: str = "auto",
+) -> Path:
+    """`catalog_index` as of `week`, saved where the recommender core reads it (`INDEX_FILE`)."""
+    index, *_ = catalog_index(candidate_encoder, articles, transactions, week, kind)
+    return index.save(Path(artifacts_dir) / INDEX_FILE)
 
 
 def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> dict[str, Any]:
@@ -226,13 +249,20 @@ def run_build_index(params: IndexParams, spark: SparkSession | None = None) -> d
         (Tables.ARTICLES, Tables.TRANSACTIONS, Tables.CUSTOMERS, Tables.SPLITS, Tables.GROUND_TRUTH),
     )
     query_encoder, candidate_encoder, vocab = load_towers(params.artifacts_dir)
-    index, embeddings, embed_seconds, build_seconds = write_index(
-        candidate_encoder, read_table(spark, tables, Tables.ARTICLES), params.artifacts_dir, params.index_kind
-    )
-    index_path = Path(params.artifacts_dir) / INDEX_FILE
-
     splits = Splits.from_frame(read_table(spark, tables, Tables.SPLITS))
     week = splits.target_week(params.split)
+    all_articles, all_tx = (
+        read_table(spark, tables, Tables.ARTICLES),
+        read_table(spark, tables, Tables.TRANSACTIONS),
+    )
+    # Measured with the articles' sales as of the split's week; served with them as of the week batch
+    # scoring targets (the recent-sales bias must not be a week stale there).
+    index, embeddings, embed_seconds, build_seconds = catalog_index(
+        candidate_encoder, all_articles, all_tx, week, params.index_kind
+    )
+    index_path = write_index(
+        candidate_encoder, all_articles, all_tx, week_after(all_tx), params.artifacts_dir, params.index_kind
+    )
     queries, validation = validation_set(spark, params, splits, vocab, params.split)
     query_embeddings = embed_queries(query_encoder, queries)
     latency = measure(index, query_embeddings, params.candidates)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
 from fashionrec.training.tf_env import import_tensorflow
 from fashionrec.weeks import HISTORY_LENGTH
 
@@ -45,14 +45,22 @@ def load_encoder(path: str | Path) -> Any:
 
 
 def embed_catalog(candidate_encoder: Any, articles: pa.Table, batch: int = 8192) -> np.ndarray:
-    """Candidate embeddings of every article row (new articles: OOV id, known categories)."""
+    """Candidate embeddings of every article row (new articles: OOV id, known product and categories; a
+    table without the ARTICLE_SALES columns embeds articles with no recent sales)."""
     parts = []
     for start in range(0, articles.num_rows, batch):
         chunk = articles.slice(start, batch)
-        inputs = {
-            c: np.asarray(chunk.column(c).fill_null("").to_pylist(), dtype=object)
-            for c in ("article_id", *ARTICLE_CATEGORIES)
+        inputs: dict[str, np.ndarray] = {
+            c: np.asarray(chunk.column(c).cast(pa.string()).fill_null("").to_pylist(), dtype=object)
+            for c in ("article_id", PRODUCT, *ARTICLE_CATEGORIES)
         }
+        for c in ARTICLE_SALES:
+            values = chunk.column(c).fill_null(0.0) if c in chunk.column_names else None
+            inputs[c] = (
+                np.zeros(chunk.num_rows, np.float32)
+                if values is None
+                else values.to_numpy(zero_copy_only=False).astype(np.float32)
+            )
         parts.append(candidate_encoder(inputs).numpy())
     return np.concatenate(parts)
 

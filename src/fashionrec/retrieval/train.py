@@ -13,7 +13,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,12 @@ class HyperParams:
     learning_rate: float = 0.005
     batch_size: int = 1024  # per worker: the number of in-batch negatives
     temperature: float = 0.05
-    epochs: int = 3
+    epochs: int = 2
     customer_dropout: float = 0.05
     logq_correction: bool = True
     random_negatives: int = 0  # uniform catalogue negatives added to each batch's in-batch negatives
+    memory_dim: int = 256  # product memory (`retrieval.model.TowerConfig`; 0: off)
+    sales_bias: bool = True  # recent-sales bias in every score
     jit_compile: bool = False  # XLA-compile the train step
     mixed_precision: bool = False  # float16 compute on GPUs (towers still return float32); off on CPUs
 
@@ -133,7 +135,7 @@ def train_worker(spec: TrainingSpec, hp: HyperParams, worker: WorkerContext) -> 
     arrays = shard.arrays
     arrays["sampling_probability"] = spec.vocab.sampling_probability()[arrays["article_id"]]
 
-    config = TowerConfig(hp.embedding_dim, hp.depth, hp.temperature, hp.logq_correction, hp.random_negatives)
+    config = TowerConfig(**{f.name: getattr(hp, f.name) for f in fields(TowerConfig)})
     with strategy.scope():
         model = TwoTower(spec.vocab, config)
         model.compile(optimizer=LazyAdam(learning_rate=hp.learning_rate), jit_compile=hp.jit_compile)

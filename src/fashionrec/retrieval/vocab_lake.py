@@ -8,9 +8,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import TableLocator, Tables
+from fashionrec.features.recent_sales import article_recent_sales
 from fashionrec.features.weeks import before_week
 from fashionrec.lake.tables import read_table
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, Vocabulary
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
 
 
 def vocabulary_from_lake(
@@ -24,9 +25,10 @@ def vocabulary_from_lake(
     articles = (
         read_table(spark, tables, Tables.ARTICLE_FEATURES)
         .where(F.col("as_of_week") == as_of_week)
-        .select("article_id", "sales_all", *ARTICLE_CATEGORIES)
+        .select("article_id", "sales_all", PRODUCT, *ARTICLE_CATEGORIES)
     )
-    return _vocabulary(customers.select("customer_id", "age"), articles, as_of_week)
+    recent = article_recent_sales(read_table(spark, tables, Tables.TRANSACTIONS), [as_of_week])
+    return _vocabulary(customers.select("customer_id", "age"), articles, recent, as_of_week)
 
 
 def vocabulary_from_transactions(
@@ -43,17 +45,25 @@ def vocabulary_from_transactions(
     sales = before.groupBy("article_id").agg(F.count("*").alias("sales_all"))
     return _vocabulary(
         customers.join(buyers, "customer_id", "left_semi").select("customer_id", F.col("age").cast("double")),
-        articles.select("article_id", *ARTICLE_CATEGORIES)
+        articles.select("article_id", PRODUCT, *ARTICLE_CATEGORIES)
         .join(sales, "article_id", "left")
         .fillna(0, ["sales_all"]),
+        article_recent_sales(transactions, [as_of_week]),
         as_of_week,
     )
 
 
-def _vocabulary(customers: DataFrame, articles: DataFrame, as_of_week: int) -> Vocabulary:
-    """customers: (customer_id, age) in the vocabulary; articles: (article_id, sales_all, categories)."""
+def _vocabulary(customers: DataFrame, articles: DataFrame, recent: DataFrame, as_of_week: int) -> Vocabulary:
+    """customers: (customer_id, age) in the vocabulary; articles: (article_id, sales_all, product_code,
+    categories); recent: `article_recent_sales` as of the week."""
     stats = customers.agg(F.mean("age").alias("m"), F.stddev("age").alias("s")).first()
-    table: pd.DataFrame = articles.orderBy("article_id").toPandas()
+    table: pd.DataFrame = (
+        articles.withColumn(PRODUCT, F.col(PRODUCT).cast("string"))
+        .join(recent.drop("week"), "article_id", "left")
+        .fillna(0.0, list(ARTICLE_SALES))
+        .orderBy("article_id")
+        .toPandas()
+    )
     if table.empty:
         raise ValueError(f"no article features for as_of_week {as_of_week}: run the features task first")
     categories = {c: sorted(v for v in table[c].dropna().unique()) for c in ARTICLE_CATEGORIES}
@@ -65,4 +75,6 @@ def _vocabulary(customers: DataFrame, articles: DataFrame, as_of_week: int) -> V
         age_std=float(stats["s"] or 14.0) or 14.0,
         article_categories={c: table[c].fillna("").tolist() for c in ARTICLE_CATEGORIES},
         article_sales=[int(x) for x in table["sales_all"].fillna(0)],
+        article_products=table[PRODUCT].fillna("").tolist(),
+        article_recent_sales=table[list(ARTICLE_SALES)].astype(float).values.tolist(),
     )
