@@ -49,4 +49,12 @@ def run(scale: str) -> dict[str, Any]:
         "candidate_recall",
         "candidate_hit_rate",
     )
-    return {**{k: figures[k] for k in keep}, "wall_seconds": round(time.perf_counter() - started, 1)}
+    # The towers trained inside the folds (when the two-tower source is on): when, on how much, how long.
+    towers = (
+        {"two_tower_trainings": figures["two_tower_trainings"]} if "two_tower_trainings" in figures else {}
+    )
+    return {
+        **{k: figures[k] for k in keep},
+        **towers,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }

@@ -132,6 +132,7 @@ def test_backtest_reports_every_method_pooled_and_per_week(backtest):
     assert rates["repurchase"] > 0  # tiny's shoppers buy again: some repurchase candidate is bought
     # The two-tower source is served from towers trained as of the first frame week, on earlier purchases.
     (trained,) = figures["two_tower_trainings"]
+    assert written["two_tower_trainings"] == figures["two_tower_trainings"]
     assert trained["as_of"] < min(figures["reported_weeks"]) and trained["training_examples"] > 0
     assert "two_tower" in figures["candidate_recall"]
     fold = Path(params.artifacts_dir) / "backtest" / figures["reported_weeks"][0]

@@ -340,10 +340,19 @@ def run_backtest(params: BacktestParams, spark: SparkSession | None = None) -> d
     finally:
         features.unpersist()
     try:
-        result = _run_folds(
-            params, snapshot, versions, folds, reported, frames, truths, recalls, open_weeks, started
+        return _run_folds(
+            params,
+            snapshot,
+            versions,
+            folds,
+            reported,
+            frames,
+            truths,
+            recalls,
+            open_weeks,
+            started,
+            towers.trainings,
         )
-        return {**result, "two_tower_trainings": towers.trainings} if towers.trainings else result
     finally:
         for inputs in open_weeks.values():
             inputs.close()
@@ -360,8 +369,10 @@ def _run_folds(
     recalls: dict[int, dict[str, float]],
     open_weeks: dict[int, WeekInputs],
     started: float,
+    trainings: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Each fold's lists and live choice in week order, then the pooled report."""
+    """Each fold's lists and live choice in week order, then the pooled report (with the folds' tower
+    `trainings`, when the two-tower source is on)."""
     spark = snapshot[Tables.TRANSACTIONS].sparkSession
 
     per_fold: dict[int, dict[str, Lists]] = {}
@@ -447,6 +458,7 @@ def _run_folds(
         "candidate_hit_rate": hit_rate,
         "backtest_lists_version": version,
         "chart": str(chart),
+        **({"two_tower_trainings": trainings} if trainings else {}),
     }
     (reports / "backtest.json").write_text(json.dumps(result, indent=2, default=str))
     with tracked_run(
