@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,32 @@ def job_run(spark, tiny_data, tiny_ingest, tmp_path_factory) -> Iterator[Path]:
     after = folder_fingerprint(tmp_path)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"tests wrote into the read-only job_run fixture: {changed[:20]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """A real PostgreSQL server for the session (skips, saying why, where none is installed)."""
+    from tests.postgres_server import postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed here (no initdb); .ci/run installs it")
+    folder = Path(tempfile.mkdtemp(prefix="fashionrec-pg-"))
+    os.chmod(folder, 0o755)
+    with postgres_server(folder / "server") as url:
+        yield url
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def online_store_url(request, tmp_path) -> str:
+    """Each online store backend: a fresh SQLite file, or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'online.db'}"
+    import psycopg
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"t{abs(hash(request.node.nodeid)) % 10**12}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name}")
+        connection.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + f"/{name}"

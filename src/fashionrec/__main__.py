@@ -77,6 +77,30 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the last N days out of transactions_train.csv, one file per day under <out>/arrivals/",
     )
 
+    gen.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write N shop events of the day after the history (<out>/events.parquet) for `replay`",
+    )
+
+    commands.add_parser(
+        "stream",
+        help="apply the events table to transactions and the online store (until stopped, or "
+        "--available-now true: what is there now); options: StreamParams (--lakehouse, --online-store, ...)",
+    )
+
+    replay = commands.add_parser("replay", help="append a file of events to the events table at N events/s")
+    replay.add_argument(
+        "--events", default="data/small/events.parquet", help="events file (parquet or JSON lines)"
+    )
+    replay.add_argument("--rate", type=float, default=20.0, help="events a second (default 20)")
+    replay.add_argument("--limit", type=int, default=None, help="only the first N events")
+    replay.add_argument("--lakehouse", default="lakehouse")
+    replay.add_argument("--catalog", default="")
+    replay.add_argument("--schema", default="fashionrec")
+
     serve = commands.add_parser(
         "serve", help="serve a registered model with MLflow's scoring app on N workers (Nagle off)"
     )
@@ -85,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("-p", "--port", type=int, default=5001)
     serve.add_argument("-w", "--workers", type=int, default=2, help="one per core (default: 2)")
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "stream":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -101,6 +127,28 @@ def main(argv: list[str] | None = None) -> int:
             print_figures(
                 "generate", {k: v for k, v in manifest.items() if k != "scale"} | {"scale": args.scale}
             )
+            if args.events:
+                from fashionrec.data.events import make_events
+
+                print(f"events: {make_events(args.out or default_out, args.events)}")
+            return 0
+        if args.command == "stream":
+            from fashionrec.config import StreamParams, parse_params
+            from fashionrec.runner.report import print_figures
+            from fashionrec.streaming.task import run_stream
+
+            print_figures("stream", run_stream(parse_params(StreamParams, extra)))
+            return 0
+        if args.command == "replay":
+            from fashionrec.config.tables import TableLocator
+            from fashionrec.lake.session import get_spark
+            from fashionrec.streaming.replay import read_events, replay
+
+            tables = TableLocator(args.lakehouse, args.catalog, args.schema)
+            commits = replay(
+                get_spark("fashionrec-replay"), tables, read_events(args.events), args.rate, args.limit
+            )
+            print(f"replay: {sum(len(c.event_ids) for c in commits)} events in {len(commits)} commits")
             return 0
         if args.command == "serve":
             from fashionrec.serving.server import ServeConfig, serve

@@ -14,6 +14,7 @@ from fashionrec.config.params import (
     RegisterParams,
     RetrievalParams,
     ScoringParams,
+    StreamParams,
     parse_params,
 )
 from fashionrec.config.tables import TableLocator, Tables
@@ -32,6 +33,7 @@ __all__ = [
     "RegisterParams",
     "RetrievalParams",
     "ScoringParams",
+    "StreamParams",
     "TableLocator",
     "Tables",
     "parse_params",

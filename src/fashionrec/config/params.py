@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -369,6 +370,40 @@ class RegisterParams(LakeParams):
     experiment: str = "fashionrec"
     # Registered model name (a three-level catalog.schema.name in Unity Catalog).
     model_name: str = "fashionrec_recommender"
+
+
+@dataclass(frozen=True)
+class StreamParams(LakeParams):
+    """The stream job: the shop's `events` table into `transactions` (exactly once) and the online store."""
+
+    # The online store: sqlite:///<file> (default: online_store.db in the lakehouse folder) or
+    # postgresql://... (Lakebase in the dev and prod targets).
+    online_store: str = ""
+    # Folder of the stream's checkpoint; empty: `_checkpoints/events` in the lakehouse folder.
+    checkpoint_dir: str = ""
+    # Seconds between micro-batches.
+    trigger_seconds: float = 1.0
+    # Apply what the events table holds now, then stop (tests, the demo); otherwise run until stopped.
+    available_now: bool = False
+    # At most this many of the events table's files per micro-batch (0: no limit); the shop's appends
+    # are one file each, so 1 makes each append its own batch.
+    max_files_per_batch: int = 0
+    # Artifacts of the image model: new articles' photos are embedded with its encoder when it is there.
+    artifacts_dir: str = "artifacts"
+
+    def store_url(self) -> str:
+        if self.online_store:
+            return self.online_store
+        if self.catalog:
+            raise ValueError("online_store is required with a catalog: a postgresql:// URL (Lakebase)")
+        return "sqlite:///" + os.path.join(os.path.abspath(self.lakehouse), "online_store.db")
+
+    def checkpoint(self) -> str:
+        if self.checkpoint_dir:
+            return os.path.join(self.checkpoint_dir, "events")
+        if self.catalog:
+            raise ValueError("checkpoint_dir is required with a catalog: a Volume folder")
+        return os.path.join(os.path.abspath(self.lakehouse), "_checkpoints", "events")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ class Tables:
     CUSTOMERS = "customers"
     TRANSACTIONS = "transactions"
     QUARANTINE = "quarantine"
+    EVENTS = "events"  # the shop's real-time events (streaming.events)
     CUSTOMER_FEATURES = "customer_features"
     ARTICLE_FEATURES = "article_features"
     SPLITS = "splits"

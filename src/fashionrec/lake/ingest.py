@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 ROW_HASH = "_row_hash"
 TXN_ID = "txn_id"
+EVENT_ID = "event_id"  # transactions' column naming the stream event a purchase came from
 ORDER = (ARTICLES, CUSTOMERS, TRANSACTIONS)
 
 
@@ -63,6 +64,13 @@ def with_transaction_ids(transactions: DataFrame) -> DataFrame:
     return transactions.withColumn("_occurrence", occurrence).withColumn(
         TXN_ID, F.xxhash64(*[F.col(c) for c in values], F.col("_occurrence"))
     )
+
+
+def ensure_event_id_column(spark: SparkSession, tables: TableLocator) -> None:
+    """Give a transactions table written before the stream job existed its nullable `event_id` column."""
+    table = TRANSACTIONS.table
+    if table_exists(spark, tables, table) and EVENT_ID not in read_table(spark, tables, table).columns:
+        spark.sql(f"ALTER TABLE {tables.name(TRANSACTIONS.table)} ADD COLUMNS ({EVENT_ID} STRING)")
 
 
 def sample_by_customer(lines: DataFrame, fraction: float, seed: int) -> DataFrame:
@@ -134,7 +142,9 @@ def _validated(
 def _bronze_rows(spec: TableSpec, validated: Validated) -> DataFrame:
     if spec is TRANSACTIONS:
         good = validated.rows.where(~F.col(BAD))
-        return with_transaction_ids(good).select(TXN_ID, *spec.column_names)
+        # `event_id`: null for a landing file's rows; the stream job's purchases name their event
+        no_event = F.lit(None).cast("string").alias(EVENT_ID)  # a landing file's row; the stream names its event
+        return with_transaction_ids(good).select(TXN_ID, *spec.column_names, no_event)
     good = validated.good()
     return good.withColumn(ROW_HASH, row_hash(spec.column_names))
 
@@ -148,6 +158,7 @@ def _ingest_table(
     try:
         bronze = _bronze_rows(spec, validated)
         if spec is TRANSACTIONS:
+            ensure_event_id_column(spark, tables)
             result = upsert(spark, tables, spec.table, bronze, keys=[TXN_ID], prune_column="t_dat")
         else:
             result = upsert(spark, tables, spec.table, bronze, keys=list(spec.keys), compare_column=ROW_HASH)

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fashionrec.online.store import OnlineStore
 from fashionrec.recommender.features import RankerFeatures
+from fashionrec.recommender.fresh import FreshEvents
 from fashionrec.recommender.layout import FALLBACK_DEPTH, QUERY_FILE, RANKER_DIR
 from fashionrec.recommender.live import BASELINE_ALL, PIPELINE, SERVED_BASELINES, live_lists, own_recent
 from fashionrec.recommender.pipeline import PipelineConfig
@@ -71,7 +73,7 @@ class UnknownArticleError(KeyError):
     """An article id the snapshot's catalogue does not hold."""
 
 
-class Recommender(CandidateSources, BusinessRules, RankerFeatures):
+class Recommender(CandidateSources, BusinessRules, RankerFeatures, FreshEvents):
     """Loads the snapshot, the towers, the index and the ranker once; `recommend` does no disk I/O."""
 
     def __init__(
@@ -82,13 +84,15 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         ranker: bool = True,
         config: PipelineConfig | None = None,
         ranker_dir: str | Path | None = None,
+        online_store: OnlineStore | None = None,
     ) -> None:
         """Load the global half of the snapshot (articles, lists, neighbours) and the models; with
         `customers`, also its personal half (every customer's purchases and features: online serving).
         Batch scoring and training pass `customers=False` and hand each batch's customers to
         `use_customers`; training passes `ranker=False` (it computes the ranker's rows). The towers and
         the index load only when the two-tower source is on. `config` replaces the snapshot's pipeline
-        config and `ranker_dir` the artifacts' ranker (the backtest's folds)."""
+        config and `ranker_dir` the artifacts' ranker (the backtest's folds). With `online_store`, every
+        answer first reads what happened since the snapshot (`recommender.fresh`)."""
         folder = Path(snapshot_dir)
         self.load_snapshot(folder, config)
         self.artifacts_dir = Path(artifacts_dir)
@@ -111,9 +115,17 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
                 stored_query_embeddings(folder, fingerprint) if self.uses_two_tower else None,
             )
             self.stored = StoredAnswers.load(folder, fingerprint) if ranker and ranker_dir is None else None
+            if online_store is not None:
+                self.attach_online_store(online_store, folder)
         else:
             columns = ["customer_id", "age", "band", "region", *CUSTOMER_COLUMNS]
             self.use_customers(pd.DataFrame(columns=columns), {})
+
+    def forget_query_embeddings(self, customers: set[str]) -> None:
+        """Their history changed: embed them again on their next request."""
+        for customer in customers:
+            self.query_row.pop(customer, None)
+            self.query_override.pop(customer, None)
 
     @property
     def query_encoder(self) -> Any:
@@ -137,6 +149,7 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         self._customer_lookups()
         # A query embedding depends only on the snapshot (history, age, the week's month): computed once
         # in batches (here, or by `register` into the snapshot), it spares each request a TensorFlow call.
+        self.query_override: dict[str, np.ndarray] = {}  # embedded after load (`recommender.fresh`)
         if embeddings is not None:
             ids, matrix = embeddings
             self.query_row, self.query_matrix = {c: i for i, c in enumerate(ids)}, matrix
@@ -173,11 +186,14 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures):
         (`recommender.live`; `method` overrides it, e.g. "pipeline" for the ranker's lists alone)."""
         k, exclude = k or self.k, exclude or set()
         answers: dict[str, Recommendation] = {}
+        if self.online is not None:
+            with self.timer.stage("online"):
+                self.sync(customer_ids)
         if method in (None, self.live) and not exclude and self.stored is not None and k <= self.stored.k:
             with self.timer.stage("stored"):
                 for customer in dict.fromkeys(customer_ids):
                     found = self.stored.get(customer, k)
-                    if found is not None:
+                    if found is not None and not self.stale_stored(customer, found[0]):
                         answers[customer] = Recommendation(customer, *found, False)
         method = method or self.live
         warm = [c for c in dict.fromkeys(customer_ids) if c not in answers and self.is_warm(c)]

@@ -27,6 +27,9 @@ RANKER_DIR = Path("ranking") / "ranker"
 CONFIG_FILE = Path("ranking") / "pipeline.json"
 QUALITY_FILE = Path("ranking") / "quality.json"
 QUERY_FILE = "query_embeddings.npz"  # in a serving snapshot: every warm customer's query embedding
+# In a snapshot: the stream events whose purchases its histories hold (the online store's later events are
+# news to it; these are not, so nothing is counted twice).
+STREAMED_FILE = "streamed.parquet"
 
 
 # Columns of the feature tables (`features.customer` / `features.article`, point in time) ...

@@ -61,6 +61,7 @@ class CandidateSources(SnapshotState):
 
     query_encoder: Any
     index: Any
+    query_override: dict[str, np.ndarray]
 
     def _embed(self, customer_ids: list[str]) -> np.ndarray:
         """Query-tower embeddings, computed from the snapshot the way batch scoring computes them."""
@@ -86,12 +87,16 @@ class CandidateSources(SnapshotState):
         with self.timer.stage("embed"):
             rows = [self.query_row.get(c, -1) for c in customer_ids]
             missing = [c for c, row in zip(customer_ids, rows, strict=True) if row < 0]
-            embeddings = self.query_matrix[np.maximum(rows, 0)]
-            if missing:  # not in the snapshot's purchases: embed now
-                fresh = iter(self._embed(missing))
-                for i, row in enumerate(rows):
-                    if row < 0:
-                        embeddings[i] = next(fresh)
+            fresh = [c for c in dict.fromkeys(missing) if c not in self.query_override]
+            if fresh:  # not in the snapshot's purchases, or bought since (`recommender.fresh`): embed now
+                self.query_override.update(zip(fresh, self._embed(fresh), strict=True))
+            if self.query_matrix.size:
+                embeddings = self.query_matrix[np.maximum(rows, 0)]
+            else:
+                embeddings = np.zeros((len(rows), self.index.index.d), np.float32)
+            for i, (customer, row) in enumerate(zip(customer_ids, rows, strict=True)):
+                if row < 0:
+                    embeddings[i] = self.query_override[customer]
         with self.timer.stage("ann"):
             scores, top = self.index.search(embeddings, self.counts.two_tower)
         return [

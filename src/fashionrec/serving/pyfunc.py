@@ -65,6 +65,17 @@ SIGNATURE = ModelSignature(
 )
 
 
+def online_store_from_env() -> Any:
+    """The online store named by FASHIONREC_ONLINE_STORE (the serving endpoint's environment: a SQLite
+    file, or a postgresql:// URL for Lakebase), or None: the model then answers from its snapshot alone."""
+    import os
+
+    from fashionrec.online.store import ENVIRONMENT_VARIABLE, open_store
+
+    url = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
+    return open_store(url) if url else None
+
+
 def freeze_long_lived_objects() -> None:
     """The snapshot's millions of long-lived objects would make each full garbage collection a pause of
     most of a second in the middle of some request; they live as long as the server, so freeze them."""
@@ -128,7 +139,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from fashionrec.recommender.core import Recommender
 
-        self.recommender = Recommender(context.artifacts["snapshot"], context.artifacts["models"])
+        self.recommender = Recommender(
+            context.artifacts["snapshot"], context.artifacts["models"], online_store=online_store_from_env()
+        )
         # Search by photo needs TensorFlow and the image encoder (seconds to load): they load in the
         # background from the first request on, so the server answers customers and articles at once and
         # a photo request waits for them only while they load.

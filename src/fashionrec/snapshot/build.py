@@ -35,9 +35,10 @@ from fashionrec.evaluation.baselines import age_band_tops, decayed_sales, known_
 from fashionrec.features.article import article_features
 from fashionrec.features.customer import customer_features
 from fashionrec.features.weeks import EPOCH, first_day, week_col, week_of
+from fashionrec.lake.ingest import EVENT_ID
 from fashionrec.lake.tables import current_version, read_changes, read_table, table_id, table_identity
 from fashionrec.recommender.layout import ARTICLE_TABLE_FEATURES as BASE_ARTICLE_FEATURES
-from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH
+from fashionrec.recommender.layout import CONFIG_FILE, CUSTOMER_TABLE_FEATURES, FALLBACK_DEPTH, STREAMED_FILE
 from fashionrec.recommender.pipeline import PipelineConfig
 from fashionrec.snapshot.lists import (
     article_sales,
@@ -108,6 +109,17 @@ def purchase_rows(personal_tx: DataFrame, week: int) -> DataFrame:
     return personal_tx.where(week_col(F.col("t_dat")) < week).select(
         "customer_id", "article_id", _day_number("t_dat")
     )
+
+
+def write_streamed(transactions: DataFrame, week: int, folder: Path) -> int:
+    """`STREAMED_FILE`: the event ids of the stream's purchases among the histories (those before `week`).
+    Landing-file rows have no event id, so Delta skips their files by the column's null count."""
+    if EVENT_ID in transactions.columns:
+        streamed = transactions.where(F.col(EVENT_ID).isNotNull() & (week_col(F.col("t_dat")) < week))
+        streamed = streamed.select(EVENT_ID)
+    else:  # a lakehouse from before the stream job
+        streamed = transactions.sparkSession.createDataFrame([], f"{EVENT_ID} string")
+    return write_rows(streamed, folder, Path(STREAMED_FILE).stem)
 
 
 def customer_rows(personal_tx: DataFrame, customers: DataFrame, articles: DataFrame, week: int) -> DataFrame:
@@ -406,6 +418,7 @@ def _write_personal_part(
         else:
             assert base is not None
             rows[name] = _replace_rows(base / f"{name}.parquet", df, changed, folder, name)
+    rows["streamed"] = write_streamed(transactions, histories, folder)
     latest = transactions.agg(F.max("t_dat")).first()[0]
     return {
         "rows": rows,

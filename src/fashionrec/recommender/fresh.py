@@ -1,0 +1,89 @@
+"""What happened since the snapshot, read from the online store on every request (`fashionrec.online`):
+purchases join the shopper's history (so the already-bought rule, repurchase, bought-together and the
+query tower see them), stock changes reach the stock rule, new articles become searchable.
+
+One primary-key read tells whether any batch landed since the last request; the catalogue-wide changes are
+then read once (an indexed range) and kept; each request reads its own customers' purchases (one indexed
+lookup). Events the snapshot already holds (`STREAMED_FILE`) are skipped, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fashionrec.online.store import NO_BATCH, NewArticle, OnlineStore
+from fashionrec.recommender.layout import STREAMED_FILE
+from fashionrec.recommender.state import SnapshotState
+
+# Purchases this many days before the snapshot's history cut are still read: a purchase that reached the
+# store after the snapshot was built, with an older date.
+LOOKBACK_DAYS = 28
+
+
+class FreshEvents(SnapshotState):
+    """The online store's events applied to the loaded snapshot (`sync` before each answer)."""
+
+    online: OnlineStore | None = None
+
+    def attach_online_store(self, store: OnlineStore, folder: Path) -> None:
+        """Read `store` before every answer from now on; `folder` is the snapshot's."""
+        path = folder / STREAMED_FILE
+        streamed = pd.read_parquet(path)["event_id"] if path.exists() else pd.Series([], dtype=object)
+        self.online = store
+        self.streamed: set[str] = set(streamed.astype(str))
+        self.since_day = int(self.meta.get("personal", {}).get("history_week", self.week)) * 7 - LOOKBACK_DAYS
+        self.online_batch = NO_BATCH
+        self.applied_events: set[str] = set()
+        self.fresh_customers: set[str] = set()  # whose history changed since the snapshot
+        self.restocked: set[str] = set()  # articles whose stock the store changed
+        self.new_articles: dict[str, NewArticle] = {}
+        self._sync_lock = threading.Lock()
+
+    def sync(self, customer_ids: list[str]) -> None:
+        """Apply the store's new catalogue-wide changes and these customers' new purchases."""
+        if self.online is None:
+            return
+        with self._sync_lock:
+            changes = self.online.changes_since(self.online_batch)
+            for article, in_stock in changes.stock.items():
+                code = self.code_of.get(article)
+                if code is not None:
+                    self.stock_out[code] = not in_stock
+                    self.restocked.add(article)
+            for new in changes.new_articles:
+                self.new_articles[new.article_id] = new
+            self.online_batch = changes.batch_id
+            known = [c for c in dict.fromkeys(customer_ids) if c in self.customer_row]
+            changed = set()
+            for purchase in self.online.purchases_of(known, self.since_day):
+                if purchase.event_id in self.applied_events or purchase.event_id in self.streamed:
+                    continue
+                customer = purchase.customer_id
+                # a new list, not an append: a batch computing from the old one keeps it whole
+                self.history_rows[customer] = [
+                    *self.history_rows.get(customer, []),
+                    (purchase.article_id, purchase.day),
+                ]
+                self.applied_events.add(purchase.event_id)
+                changed.add(customer)
+            if changed:
+                self.fresh_customers |= changed
+                self.forget_query_embeddings(changed)
+
+    def forget_query_embeddings(self, customers: set[str]) -> None:
+        """Hook: the core drops these customers' stored query embeddings (their history changed)."""
+
+    def stale_stored(self, customer: str, articles: list[str]) -> bool:
+        """Is a list computed before the store's events wrong now (new purchases, or an article sold out)?"""
+        if self.online is None:
+            return False
+        if customer in self.fresh_customers:
+            return True
+        if not self.restocked:
+            return False
+        codes = [self.code_of.get(a, -1) for a in articles]
+        return bool(np.any([c >= 0 and self.stock_out[c] for c in codes]))
