@@ -47,7 +47,9 @@ def postgres_server(folder: Path) -> Iterator[str]:
     """Start a server with its data in `folder`; yields its URL."""
     binaries = postgres_bin()
     if binaries is None:
-        raise FileNotFoundError("PostgreSQL is not installed (no initdb on PATH or under /usr/lib/postgresql)")
+        raise FileNotFoundError(
+            "PostgreSQL is not installed (no initdb on PATH or under /usr/lib/postgresql)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     user = _as_user()
     if user:
@@ -57,7 +59,18 @@ def postgres_server(folder: Path) -> Iterator[str]:
     subprocess.run([*user, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], **run)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*user, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+        [
+            *user,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+        ],
         **run,
     )
     try:
@@ -75,5 +88,8 @@ def postgres_server(folder: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield url
     finally:
-        subprocess.run([*user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False,
-                       capture_output=True)
+        subprocess.run(
+            [*user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )

@@ -101,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--catalog", default="")
     replay.add_argument("--schema", default="fashionrec")
 
+    realtime = commands.add_parser(
+        "realtime", help="one shopper's answer before and after the stream applies their purchase (make demo)"
+    )
+    realtime.add_argument("--lakehouse", default="lakehouse")
+    realtime.add_argument("--artifacts-dir", default="artifacts")
+    realtime.add_argument("--events", default="data/small/events.parquet")
+
     serve = commands.add_parser(
         "serve", help="serve a registered model with MLflow's scoring app on N workers (Nagle off)"
     )
@@ -138,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
             from fashionrec.streaming.task import run_stream
 
             print_figures("stream", run_stream(parse_params(StreamParams, extra)))
+            return 0
+        if args.command == "realtime":
+            from fashionrec.runner.report import print_figures
+            from fashionrec.streaming.showcase import ShowcaseParams, showcase
+
+            print_figures(
+                "realtime", showcase(ShowcaseParams(args.lakehouse, args.artifacts_dir, args.events))
+            )
             return 0
         if args.command == "replay":
             from fashionrec.config.tables import TableLocator

@@ -143,7 +143,9 @@ def _bronze_rows(spec: TableSpec, validated: Validated) -> DataFrame:
     if spec is TRANSACTIONS:
         good = validated.rows.where(~F.col(BAD))
         # `event_id`: null for a landing file's rows; the stream job's purchases name their event
-        no_event = F.lit(None).cast("string").alias(EVENT_ID)  # a landing file's row; the stream names its event
+        no_event = (
+            F.lit(None).cast("string").alias(EVENT_ID)
+        )  # a landing file's row; the stream names its event
         return with_transaction_ids(good).select(TXN_ID, *spec.column_names, no_event)
     good = validated.good()
     return good.withColumn(ROW_HASH, row_hash(spec.column_names))

@@ -277,7 +277,12 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures, FreshEvents):
         return out
 
     def similar_items(self, article_id: str, k: int) -> list[tuple[str, float]]:
-        """The visual neighbours of an article, closest first."""
+        """The visual neighbours of an article, closest first (of an article added since the snapshot:
+        the catalogue articles whose photos are closest to its photo)."""
+        if self.online is not None and article_id not in self.articles.index:
+            self.sync([])
+            if article_id in self.new_articles:
+                return self.new_neighbours.get(article_id, [])[:k]
         if article_id not in self.articles.index:
             raise UnknownArticleError(article_id)
         if self.similar is None:

@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 
 from fashionrec.online.store import NO_BATCH, NewArticle, OnlineStore
-from fashionrec.recommender.layout import STREAMED_FILE
+from fashionrec.recommender.layout import GALLERY_FILE, STREAMED_FILE
 from fashionrec.recommender.state import SnapshotState
 
+# A new article joins the visual neighbours of this many catalogue articles (the snapshot's pairs per
+# article), so shoppers who bought those get it from the visual source.
+NEW_ARTICLE_NEIGHBOURS = 12
 # Purchases this many days before the snapshot's history cut are still read: a purchase that reached the
 # store after the snapshot was built, with an older date.
 LOOKBACK_DAYS = 28
@@ -41,6 +44,11 @@ class FreshEvents(SnapshotState):
         self.fresh_customers: set[str] = set()  # whose history changed since the snapshot
         self.restocked: set[str] = set()  # articles whose stock the store changed
         self.new_articles: dict[str, NewArticle] = {}
+        self.new_neighbours: dict[str, list[tuple[str, float]]] = {}  # a new article's closest photos
+        self.gallery: tuple[list[str], np.ndarray] | None = None
+        if (folder / GALLERY_FILE).exists():
+            with np.load(folder / GALLERY_FILE, allow_pickle=False) as data:
+                self.gallery = data["article_ids"].astype(str).tolist(), data["vectors"].astype(np.float32)
         self._sync_lock = threading.Lock()
 
     def sync(self, customer_ids: list[str]) -> None:
@@ -55,7 +63,7 @@ class FreshEvents(SnapshotState):
                     self.stock_out[code] = not in_stock
                     self.restocked.add(article)
             for new in changes.new_articles:
-                self.new_articles[new.article_id] = new
+                self._add_article(new)
             self.online_batch = changes.batch_id
             known = [c for c in dict.fromkeys(customer_ids) if c in self.customer_row]
             changed = set()
@@ -73,6 +81,22 @@ class FreshEvents(SnapshotState):
             if changed:
                 self.fresh_customers |= changed
                 self.forget_query_embeddings(changed)
+
+    def _add_article(self, new: NewArticle) -> None:
+        """A new article: its closest catalogue photos are its neighbours, and it becomes a visual
+        candidate of theirs (a never-sold lookalike, like the snapshot's cold-start pairs)."""
+        self.new_articles[new.article_id] = new
+        if self.gallery is None or new.embedding is None:
+            return
+        ids, vectors = self.gallery
+        if vectors.shape[1] != len(new.embedding):
+            return  # embedded by another image model than the snapshot's gallery
+        similarity = vectors @ new.embedding
+        top = np.argsort(-similarity, kind="stable")[:NEW_ARTICLE_NEIGHBOURS]
+        top = top[similarity[top] > 0]  # unit vectors: a photo pointing away is no lookalike
+        self.new_neighbours[new.article_id] = [(ids[i], float(similarity[i])) for i in top]
+        for i in top:
+            self.cold_neighbours.setdefault(ids[i], []).append((new.article_id, float(similarity[i])))
 
     def forget_query_embeddings(self, customers: set[str]) -> None:
         """Hook: the core drops these customers' stored query embeddings (their history changed)."""

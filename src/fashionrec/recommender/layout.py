@@ -30,6 +30,7 @@ QUERY_FILE = "query_embeddings.npz"  # in a serving snapshot: every warm custome
 # In a snapshot: the stream events whose purchases its histories hold (the online store's later events are
 # news to it; these are not, so nothing is counted twice).
 STREAMED_FILE = "streamed.parquet"
+GALLERY_FILE = "photo_gallery.npz"  # in a serving snapshot: every article's image embedding (search by photo)
 
 
 # Columns of the feature tables (`features.customer` / `features.article`, point in time) ...

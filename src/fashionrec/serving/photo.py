@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from fashionrec.recommender.layout import GALLERY_FILE
 from fashionrec.retrieval.index import ArticleIndex
 from fashionrec.similarity import encoder
 from fashionrec.similarity.encoder import ENCODER_DIR
-
-GALLERY_FILE = "photo_gallery.npz"
 
 
 class PhotoSearch:
@@ -41,6 +40,18 @@ class PhotoSearch:
         if not cls.available(models_dir, snapshot_dir):
             return None
         return cls(Path(models_dir) / ENCODER_DIR, Path(snapshot_dir) / GALLERY_FILE)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.index.index.d)
+
+    def add(self, article_ids: list[str], vectors: np.ndarray | None) -> None:
+        """Make articles added since the snapshot searchable (`recommender.fresh`)."""
+        if article_ids and vectors is not None:
+            self.index.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self.index.article_ids = np.concatenate(
+                [self.index.article_ids, np.asarray(article_ids, dtype=str)]
+            )
 
     def search(self, photo: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k catalogue articles whose photos are closest to `photo` ((h, w, 3) uint8), closest first."""

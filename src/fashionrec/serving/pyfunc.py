@@ -146,6 +146,8 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         # background from the first request on, so the server answers customers and articles at once and
         # a photo request waits for them only while they load.
         self.photos = PhotoLoader(context.artifacts["models"], context.artifacts["snapshot"])
+        self._gallery_lock = threading.Lock()
+        self._in_gallery: set[str] = set()  # new articles added to the photo search
         freeze_long_lived_objects()
 
     def predict(
@@ -198,6 +200,16 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
                 f"row {row}: this model has no photo search (no image model or image embeddings were "
                 "registered with it: run the image tasks before register)"
             )
+        recommender = self.recommender
+        if recommender.online is not None:  # articles added since the snapshot are searchable too
+            recommender.sync([])
+            with self._gallery_lock:
+                added = [n for a, n in recommender.new_articles.items() if a not in self._in_gallery]
+                added = [n for n in added if n.embedding is not None and len(n.embedding) == search.dimension]
+                search.add(
+                    [n.article_id for n in added], np.stack([n.embedding for n in added]) if added else None
+                )
+                self._in_gallery.update(n.article_id for n in added)
         similar = search.search(photo, k)
         return {
             "id": f"image {row}",

@@ -27,7 +27,9 @@ def read_events(path: str | Path) -> pd.DataFrame:
     """The events file (parquet or JSON lines), in event time order."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such events file (make one with `fashionrec generate --events N`)")
+        raise FileNotFoundError(
+            f"{path}: no such events file (make one with `fashionrec generate --events N`)"
+        )
     frame = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_parquet(path)
     if "event_id" not in frame.columns:
         raise ValueError(f"{path}: no event_id column (columns: {', '.join(frame.columns)})")
