@@ -41,13 +41,15 @@ $(VENV)/.installed: requirements.txt requirements-weights.txt src/fashionrec/ser
 setup: $(VENV)/.installed .jars/.fetched
 
 demo: setup
-	$(PY) -m fashionrec generate --scale $(SCALE) --out data/$(SCALE)
+	$(PY) -m fashionrec generate --scale $(SCALE) --out data/$(SCALE) --events 200
 	@# A lakehouse built from other generated data (another generator version or seed) would mix two worlds.
 	@if [ -d lakehouse ] && ! cmp -s data/$(SCALE)/manifest.json lakehouse/.data-manifest.json; then \
 		echo "data/$(SCALE) changed since the lakehouse was built: starting a fresh lakehouse, registry and artifacts"; \
 		rm -rf lakehouse mlflow.db mlartifacts artifacts reports/*.json; fi
 	@mkdir -p lakehouse && cp data/$(SCALE)/manifest.json lakehouse/.data-manifest.json
 	$(PY) -m fashionrec run --target local --var data_path=data/$(SCALE) --var images_path=data/$(SCALE)/images
+	@# Real time: a day's first events through the stream job, one shopper's answer before and after.
+	$(PY) -m fashionrec realtime --events data/$(SCALE)/events.parquet
 
 test: setup
 	$(PY) -m ruff check src tests jobs benchmarks notebooks

@@ -20,6 +20,7 @@ ON_REQUEST = [
     "landing",
     "refresh",
     "ablation",
+    "freshness",
 ]  # long: run with --only
 
 

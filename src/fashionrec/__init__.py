@@ -4,7 +4,7 @@ One package per stage (data, lake, features, retrieval, similarity, ranking, ser
 training); `jobs/` holds the thin task entry points that the bundle and the local runner both call.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import os as _os
 

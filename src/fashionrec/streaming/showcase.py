@@ -1,9 +1,15 @@
 """`fashionrec realtime` (the end of `make demo`): one shopper's answer from the served core before and
 after the stream applies a day's first events, among them a purchase by that shopper and a sell-out of an
-article on their list. Real Spark, Delta and online store; the core is the one the served model runs."""
+article on their list. Real Spark, Delta and online store; the core is the one the served model runs.
+
+The stream writes into a scratch copy of the lakehouse's tables and a scratch store: the day's events
+are the day after the history, and the demo's own tables (and its next run's test week) stay as they
+were."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,9 +34,20 @@ class ShowcaseParams:
     first_events: int = 50  # of the events file, replayed with the shopper's own two
 
 
+SCRATCH_TABLES = ("articles", "customers", "transactions", "article_availability", "quarantine")
+
+
 def showcase(params: ShowcaseParams) -> dict[str, Any]:
     """Replay, stream, and answer the shopper before and after; returns the figures printed."""
-    stream = StreamParams(lakehouse=params.lakehouse, available_now=True, artifacts_dir=params.artifacts_dir)
+    with tempfile.TemporaryDirectory(prefix="fashionrec-realtime-") as scratch:
+        for table in SCRATCH_TABLES:  # path-based Delta tables: a copied folder is the same table
+            if (Path(params.lakehouse) / table).exists():
+                shutil.copytree(Path(params.lakehouse) / table, Path(scratch) / "lakehouse" / table)
+        return _showcase(params, str(Path(scratch) / "lakehouse"))
+
+
+def _showcase(params: ShowcaseParams, lakehouse: str) -> dict[str, Any]:
+    stream = StreamParams(lakehouse=lakehouse, available_now=True, artifacts_dir=params.artifacts_dir)
     snapshot = Path(params.artifacts_dir) / "serving" / "snapshot"
     store = open_store(stream.store_url())
     core = Recommender(snapshot, params.artifacts_dir, online_store=store)

@@ -1,0 +1,319 @@
+"""Freshness: how soon an event changes the served answers, while shoppers keep asking.
+
+After `make demo`: the stream job runs continuously (`fashionrec stream`, micro-batches of a second) over a
+scratch copy of the demo's tables and a scratch online store; the demo's champion is served by
+`fashionrec serve` (2 workers) reading that store; this process replays `RATE` events a second for
+`SECONDS` seconds (a generated day: purchases, new articles with photos) with one tracked event a second,
+while `CLIENTS` client processes keep asking for the tracked shoppers' answers.
+
+Tracked events, each with a visible effect on one shopper's answer:
+- a sell-out of the shopper's first article: reflected when it is gone from their answer;
+- a purchase of an article on the shopper's list that is not a repurchase yet: reflected when the answer
+  lists it as a repurchase (the purchase reached their history).
+Event-to-answer delay: from the replay's commit of the event to the first answer reflecting it. Serving
+latency: every request of the clients. A new article is searchable by photo when a photo request with its
+photo returns it. At the end, every purchase is in `transactions` and in the store once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.serving import MODEL_URI, TRACKING_URI, KeptAliveConnection, _first_answer, _free_port
+from fashionrec.config.tables import TableLocator, Tables
+from fashionrec.data.events import make_events
+from fashionrec.lake.session import get_spark
+from fashionrec.lake.tables import read_table
+from fashionrec.online.store import ENVIRONMENT_VARIABLE, open_store
+from fashionrec.streaming.replay import replay
+from fashionrec.streaming.showcase import SCRATCH_TABLES
+from fashionrec.streaming.table import append_events, ensure_events_table
+
+RATE = 20  # events a second (the issue)
+SECONDS = int(os.environ.get("FASHIONREC_FRESHNESS_SECONDS", "300"))
+CLIENTS = 8
+PACE = 0.1  # seconds between a client's requests: 8 clients ask 80 times a second, as shoppers would,
+# rather than in a closed loop that keeps both cores busy with requests alone
+SETTLE = 60  # seconds after the replay for the last events to show
+
+
+def _post(connection: KeptAliveConnection, row: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    body = json.dumps({"dataframe_records": [row]}).encode()
+    started = time.perf_counter()
+    try:
+        status, answer = connection.post_json(body)
+    except OSError:
+        connection.close()
+        return time.perf_counter() - started, None
+    took = time.perf_counter() - started
+    return took, (json.loads(answer)["predictions"][0] if status == 200 else None)
+
+
+def _reflects(kind: str, article: str, answer: dict[str, Any]) -> bool:
+    if kind == "stock":
+        return article not in answer["article_ids"]
+    sources = dict(zip(answer["article_ids"], answer["sources"], strict=True))
+    return "repurchase" in sources.get(article, "")
+
+
+def _client(
+    url: str, tracked: list[tuple[str, str, str, str]], stop_at: float
+) -> tuple[list[float], int, dict]:
+    """Ask for the tracked shoppers' answers round and round until `stop_at`; returns the latencies, the
+    failed requests and when each tracked event was first reflected (wall clock)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = KeptAliveConnection(parts.hostname or "127.0.0.1", parts.port or 80, parts.path)
+    latencies, failed, seen = [], 0, {}
+    while time.time() < stop_at and len(seen) < len(tracked):
+        for event_id, customer, article, kind in tracked:
+            if event_id in seen:
+                continue
+            asked = time.perf_counter()
+            took, answer = _post(connection, {"customer_id": customer})
+            latencies.append(took)
+            time.sleep(max(0.0, PACE - (time.perf_counter() - asked)))
+            if answer is None:
+                failed += 1
+            elif _reflects(kind, article, answer):
+                seen[event_id] = time.time()
+            if time.time() >= stop_at:
+                break
+    connection.close()
+    return latencies, failed, seen
+
+
+def _tracked_events(url: str, customers: list[str], count: int, day: pd.Timestamp) -> pd.DataFrame:
+    """`count` events with a visible effect on one shopper's answer each (module docstring)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = KeptAliveConnection(parts.hostname or "127.0.0.1", parts.port or 80, parts.path)
+    rows, sold = [], set()
+    for customer in customers:
+        if len(rows) >= count:
+            break
+        _, answer = _post(connection, {"customer_id": customer})
+        if answer is None or answer["fallback"] or len(answer["article_ids"]) < 12:
+            continue
+        if len(rows) % 2 == 0:
+            first = answer["article_ids"][0]
+            if first in sold:
+                continue
+            sold.add(first)
+            rows.append({"type": "stock", "customer_id": customer, "article_id": first, "in_stock": 0})
+        else:
+            pairs = zip(answer["article_ids"], answer["sources"], strict=True)
+            fresh = [a for a, s in pairs if "repurchase" not in s and a not in sold]
+            if not fresh:
+                continue
+            rows.append(
+                {
+                    "type": "purchase",
+                    "customer_id": customer,
+                    "article_id": fresh[-1],
+                    "price": 0.03,
+                    "sales_channel_id": 2,
+                }
+            )
+    connection.close()
+    events = pd.DataFrame(rows)
+    events["event_id"] = [f"tracked-{i:05d}" for i in range(len(events))]
+    events["event_time"] = [day + pd.Timedelta(seconds=i) for i in range(len(events))]
+    return events
+
+
+def _photo_delays(url: str, photos: dict[str, Path], commits: dict[str, float], stop_at: float) -> dict:
+    """Per new article: seconds from its commit until a photo request with its photo returns it."""
+    parts = urllib.parse.urlsplit(url)
+    connection = KeptAliveConnection(parts.hostname or "127.0.0.1", parts.port or 80, parts.path)
+    found: dict[str, float] = {}
+    images = {a: base64.b64encode(p.read_bytes()).decode() for a, p in photos.items()}
+    while time.time() < stop_at and len(found) < len(photos):
+        for article, image in images.items():
+            if article in found or article not in commits:
+                continue
+            _, answer = _post(connection, {"image": image, "k": 5})
+            if answer is not None and article in answer["article_ids"]:
+                found[article] = time.time() - commits[article]
+        time.sleep(0.2)
+    connection.close()
+    return found
+
+
+def _percentiles(values: list[float], scale: float = 1.0) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    data = np.asarray(values) * scale
+    return {
+        "p50": round(float(np.percentile(data, 50)), 2),
+        "p95": round(float(np.percentile(data, 95)), 2),
+        "max": round(float(data.max()), 2),
+    }
+
+
+def run(scale: str) -> dict[str, Any]:
+    root = Path.cwd()
+    if not (root / "mlflow.db").exists() or not (root / "lakehouse").exists():
+        raise RuntimeError("run `make demo` first: this benchmark serves the demo's champion over its tables")
+    scratch = Path(tempfile.mkdtemp(prefix="fashionrec-freshness-"))
+    server = stream = None
+    try:
+        lakehouse = scratch / "lakehouse"
+        for table in SCRATCH_TABLES:
+            if (root / "lakehouse" / table).exists():
+                shutil.copytree(root / "lakehouse" / table, lakehouse / table)
+        data = scratch / "data"
+        data.mkdir()
+        for name in ("transactions_train.csv", "articles.csv"):
+            shutil.copy(root / "data" / "small" / name, data / name)
+        events = pd.read_parquet(make_events(data, RATE * SECONDS, new_articles=3, sell_outs=0))
+        store_url = f"sqlite:///{scratch / 'online.db'}"
+        open_store(store_url).close()
+        spark = get_spark("fashionrec-freshness")
+        tables = TableLocator(str(lakehouse))
+        ensure_events_table(spark, tables)
+        append_events(spark, tables, events.head(0))  # an empty commit: the replay's first write is warm
+
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": TRACKING_URI,
+            ENVIRONMENT_VARIABLE: store_url,
+            "FASHIONREC_DRIVER_MEMORY": "2g",
+        }
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fashionrec", "serve", "-m", MODEL_URI, "-p", str(port), "-w", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        stream = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fashionrec",
+                "stream",
+                "--lakehouse",
+                str(lakehouse),
+                "--online-store",
+                store_url,
+                "--checkpoint-dir",
+                str(scratch / "checkpoints"),
+                "--trigger-seconds",
+                "1",
+            ],
+            env=env,
+            stdout=open(scratch / "stream.log", "w"),  # noqa: SIM115 - the scratch folder is removed at the end
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        snapshot = root / "artifacts" / "serving" / "snapshot"
+        warm = pd.read_parquet(snapshot / "purchases.parquet", columns=["customer_id"])[
+            "customer_id"
+        ].unique()
+        customers = list(np.random.default_rng(3).permutation(np.sort(warm)))
+        _first_answer(base, customers[0], server, time.perf_counter())
+        day = pd.Timestamp(events["event_time"].min()).normalize()
+        tracked = _tracked_events(f"{base}/invocations", customers, SECONDS, day)
+        print(f"freshness: {len(tracked)} tracked events, {len(events)} generated, server and stream up")
+
+        # the replay: one tracked event a second among the generated ones
+        mixed, generated = [], iter(events.to_dict("records"))
+        for i in range(RATE * SECONDS):
+            tracked_row = (
+                tracked.iloc[i // RATE].to_dict() if i % RATE == 0 and i // RATE < len(tracked) else None
+            )
+            mixed.append(tracked_row or next(generated))
+        mixed_frame = pd.DataFrame(mixed)
+        stop_at = time.time() + 5 + SECONDS + SETTLE
+        commits: dict[str, float] = {}
+        new = events[events["type"] == "new_article"]
+        new_article_of = dict(zip(new["event_id"], new["article_id"], strict=True))
+        photos = {
+            a: Path(p)
+            for a, p in zip(events["article_id"], events["photo_path"], strict=True)
+            if isinstance(p, str) and p
+        }
+        photo_result: dict[str, float] = {}
+        photo_thread = threading.Thread(
+            target=lambda: photo_result.update(_photo_delays(f"{base}/invocations", photos, commits, stop_at))
+        )
+        plan = [
+            list(
+                map(tuple, tracked[["event_id", "customer_id", "article_id", "type"]].to_numpy()[i::CLIENTS])
+            )
+            for i in range(CLIENTS)
+        ]
+        with ProcessPoolExecutor(CLIENTS, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_client, f"{base}/invocations", mine, stop_at) for mine in plan]
+            photo_thread.start()
+            for commit in replay(spark, tables, mixed_frame, RATE, progress=False):
+                for event_id in commit.event_ids:
+                    commits[event_id] = commit.committed_at
+                    if event_id in new_article_of:  # the photo search waits for its article's commit
+                        commits[new_article_of[event_id]] = commit.committed_at
+            results = [f.result() for f in futures]
+            photo_thread.join()
+        time.sleep(5)  # the last micro-batch
+        os.killpg(stream.pid, signal.SIGTERM)
+        stream.wait(timeout=60)
+
+        delays = {kind: [] for kind in ("stock", "purchase")}
+        kinds = dict(zip(tracked["event_id"], tracked["type"], strict=True))
+        for _, _, seen in results:
+            for event_id, at in seen.items():
+                delays[kinds[event_id]].append(at - commits[event_id])
+        everything = delays["stock"] + delays["purchase"]
+        latencies = [x for mine, _, _ in results for x in mine]
+        purchases = mixed_frame[mixed_frame["type"] == "purchase"]
+        tx = read_table(spark, tables, Tables.TRANSACTIONS).where("event_id IS NOT NULL").toPandas()
+        with open_store(store_url) as store:
+            held = store.dump()["purchases"]
+        return {
+            "rate_events_per_s": RATE,
+            "seconds": SECONDS,
+            "clients": CLIENTS,
+            "client_pace_s": PACE,
+            "events_appended": len(mixed_frame),
+            "tracked": len(tracked),
+            "reflected": {k: len(v) for k, v in delays.items()},
+            "event_to_answer_s": _percentiles(everything),
+            "event_to_answer_s_by_kind": {k: _percentiles(v) for k, v in delays.items()},
+            "serving_requests": len(latencies),
+            "serving_failed": sum(f for _, f, _ in results),
+            "serving_ms": {
+                **_percentiles(latencies, 1000),
+                "p99": round(float(np.percentile(latencies, 99)) * 1000, 1),
+            },
+            "new_article_photo_search_s": {a: round(v, 1) for a, v in photo_result.items()},
+            "new_articles": len(photos),
+            "purchases_appended": len(purchases),
+            "purchases_in_transactions": int(tx["event_id"].nunique()),
+            "purchases_applied_twice": int(len(tx) - tx["event_id"].nunique()),
+            "purchases_in_store": len(held),
+            "purchases_lost": len(set(purchases["event_id"]) - set(tx["event_id"])),
+        }
+    finally:
+        if (scratch / "stream.log").exists():  # the stream's per-batch timings, for a look afterwards
+            shutil.copy(scratch / "stream.log", Path("reports") / "freshness_stream.log")
+        for process in (server, stream):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(scratch, ignore_errors=True)
