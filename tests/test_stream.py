@@ -208,3 +208,37 @@ def test_a_killed_stream_restarted_ends_as_if_never_killed(spark, tiny_ingest, d
         assert store.applied_batch() < len(chunks) - 1  # killed before the end
     run_stream(params, spark)  # the restart, from the checkpoint
     assert _state(spark, *runs["killed"]) == _state(spark, *runs["straight"])
+
+
+def test_a_batch_in_the_store_but_not_in_the_tables_is_written_at_restart(
+    spark, tiny_ingest, day_of_events, tmp_path, monkeypatch
+):
+    """The store is the Delta writes' write-ahead log: a batch whose table writes failed after its store
+    commit is written from the store when the stream starts again."""
+    from fashionrec.streaming.tables import TablesWriter
+
+    source, _ = tiny_ingest
+    runs = {}
+    for name in ("straight", "cut"):
+        lakehouse = copy_folders(source, tmp_path / name / "lakehouse", BRONZE_TABLES)
+        for start in range(0, len(day_of_events), 20):
+            append_events(spark, TableLocator(str(lakehouse)), day_of_events.iloc[start : start + 20])
+        runs[name] = (lakehouse, f"sqlite:///{tmp_path / name / 'online.db'}")
+    run_stream(_params(*runs["straight"], max_files_per_batch=1), spark)
+
+    original = TablesWriter.write
+
+    def failing(self, batch_id: int) -> None:
+        if batch_id == 1:
+            raise OSError("the cluster went away")
+        original(self, batch_id)
+
+    monkeypatch.setattr(TablesWriter, "write", failing)
+    with pytest.raises(Exception, match=r"Delta writes failed|went away"):
+        run_stream(_params(*runs["cut"], max_files_per_batch=1), spark)
+    with open_store(runs["cut"][1]) as store:
+        assert store.tables_batch() == 0 and store.applied_batch() >= 1
+    monkeypatch.setattr(TablesWriter, "write", original)
+    restart = run_stream(_params(*runs["cut"], max_files_per_batch=1), spark)
+    assert restart["batches_recovered"] >= 1
+    assert _state(spark, *runs["cut"]) == _state(spark, *runs["straight"])

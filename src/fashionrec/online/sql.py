@@ -22,6 +22,7 @@ from fashionrec.online.store import (
     NewArticle,
     OnlineStore,
     Purchase,
+    Rejected,
     StoreBatch,
     decode_embedding,
     encode_catalogue,
@@ -29,13 +30,15 @@ from fashionrec.online.store import (
 )
 
 PROGRESS_KEY = "stream"
+TABLES_KEY = "tables"  # the progress row of the stream's Delta writes
 
 
 def schema(real: str, blob: str) -> list[str]:
     return [
         "CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, batch_id BIGINT NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS purchases (event_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,
-            article_id TEXT NOT NULL, day INTEGER NOT NULL, event_time {real} NOT NULL)""",
+            article_id TEXT NOT NULL, day INTEGER NOT NULL, event_time {real} NOT NULL, price {real},
+            sales_channel_id INTEGER)""",
         "CREATE INDEX IF NOT EXISTS purchases_by_customer ON purchases (customer_id, day)",
         """CREATE TABLE IF NOT EXISTS stock (article_id TEXT PRIMARY KEY, in_stock INTEGER NOT NULL,
             batch_id BIGINT NOT NULL)""",
@@ -43,6 +46,9 @@ def schema(real: str, blob: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS new_articles (article_id TEXT PRIMARY KEY, catalogue TEXT NOT NULL,
             embedding {blob}, event_time {real} NOT NULL, batch_id BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS new_articles_by_batch ON new_articles (batch_id)",
+        """CREATE TABLE IF NOT EXISTS rejected (batch_id BIGINT NOT NULL, position INTEGER NOT NULL,
+            source TEXT NOT NULL, field TEXT NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL,
+            PRIMARY KEY (batch_id, position))""",
         "CREATE TABLE IF NOT EXISTS progress (name TEXT PRIMARY KEY, batch_id BIGINT NOT NULL)",
     ]
 
@@ -111,8 +117,25 @@ class SqlStore(OnlineStore):
                 [(e, id_) for e in batch.event_ids],
             )
             cursor.executemany(
-                sql("INSERT INTO purchases VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"),
-                [(p.event_id, p.customer_id, p.article_id, p.day, p.event_time) for p in batch.purchases],
+                sql("INSERT INTO purchases VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"),
+                [
+                    (
+                        p.event_id,
+                        p.customer_id,
+                        p.article_id,
+                        p.day,
+                        p.event_time,
+                        p.price,
+                        p.sales_channel_id,
+                    )
+                    for p in batch.purchases
+                ],
+            )
+            cursor.executemany(
+                sql(
+                    "INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id, position) DO NOTHING"
+                ),
+                [(id_, i, r.source, r.column, r.reason, r.raw) for i, r in enumerate(batch.rejected)],
             )
             cursor.executemany(
                 sql(
@@ -152,6 +175,53 @@ class SqlStore(OnlineStore):
         committed when the block ends, rolled back on an error."""
         raise NotImplementedError
 
+    def batch(self, batch_id: int) -> StoreBatch:
+        ids = [
+            e
+            for (e,) in self._read(
+                "SELECT event_id FROM events WHERE batch_id = ? ORDER BY event_id", (batch_id,)
+            )
+        ]
+        purchases = self._read(
+            "SELECT p.event_id, customer_id, article_id, day, event_time, price, sales_channel_id FROM purchases p "
+            "JOIN events e ON e.event_id = p.event_id WHERE e.batch_id = ? ORDER BY p.event_id",
+            (batch_id,),
+        )
+        stock = self._read("SELECT article_id, in_stock FROM stock WHERE batch_id = ?", (batch_id,))
+        new = self._read(
+            "SELECT article_id, catalogue, embedding, event_time FROM new_articles WHERE batch_id = ? "
+            "ORDER BY article_id",
+            (batch_id,),
+        )
+        rejected = self._read(
+            "SELECT source, field, reason, raw FROM rejected WHERE batch_id = ? ORDER BY position",
+            (batch_id,),
+        )
+        return StoreBatch(
+            batch_id,
+            ids,
+            [
+                Purchase(e, c, a, int(d), float(t), p, None if ch is None else int(ch))
+                for e, c, a, d, t, p, ch in purchases
+            ],
+            {a: bool(v) for a, v in stock},
+            [NewArticle(a, json.loads(c), decode_embedding(e), float(t)) for a, c, e, t in new],
+            [Rejected(*row) for row in rejected],
+        )
+
+    def tables_batch(self) -> int:
+        rows = self._read("SELECT batch_id FROM progress WHERE name = ?", (TABLES_KEY,))
+        return int(rows[0][0]) if rows else NO_BATCH
+
+    def mark_tables_batch(self, batch_id: int) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO progress VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET batch_id = excluded.batch_id"
+                ),
+                (TABLES_KEY, batch_id),
+            )
+
     def purchases_of(self, customer_ids: Sequence[str], since_day: int) -> list[Purchase]:
         ids = list(dict.fromkeys(customer_ids))
         if not ids:
@@ -187,7 +257,7 @@ class SqlStore(OnlineStore):
 
     def dump(self) -> dict[str, list[tuple]]:
         out = {}
-        for table in ("events", "purchases", "stock", "new_articles", "progress"):
+        for table in ("events", "purchases", "stock", "new_articles", "rejected", "progress"):
             rows = self._read(f"SELECT * FROM {table}")
             out[table] = sorted(tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows)
         return out

@@ -26,6 +26,18 @@ class Purchase:
     article_id: str
     day: int  # days since the week epoch (`fashionrec.weeks.EPOCH`), as the snapshot's purchases
     event_time: float  # seconds since 1970-01-01 UTC
+    price: float | None = None
+    sales_channel_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A quarantined event: where it came from, the field, the reason and the event as JSON."""
+
+    source: str
+    column: str
+    reason: str
+    raw: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class StoreBatch:
     purchases: Sequence[Purchase] = ()
     stock: dict[str, bool] = field(default_factory=dict)  # article id → in stock
     new_articles: Sequence[NewArticle] = ()
+    rejected: Sequence[Rejected] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,19 @@ class OnlineStore(ABC):
     @abstractmethod
     def apply(self, batch: StoreBatch) -> bool:
         """Apply a micro-batch atomically; False (nothing written) when it was applied before."""
+
+    @abstractmethod
+    def batch(self, batch_id: int) -> StoreBatch:
+        """What an applied batch wrote (stock: the articles whose latest level it set): the store is the
+        stream's write-ahead log for the Delta tables (`streaming.tables`)."""
+
+    @abstractmethod
+    def tables_batch(self) -> int:
+        """The last batch whose Delta writes are done (`NO_BATCH` before the first)."""
+
+    @abstractmethod
+    def mark_tables_batch(self, batch_id: int) -> None:
+        """Record that the Delta writes of every batch up to `batch_id` are done."""
 
     @abstractmethod
     def purchases_of(self, customer_ids: Sequence[str], since_day: int) -> list[Purchase]:

@@ -189,15 +189,25 @@ class Recommender(CandidateSources, BusinessRules, RankerFeatures, FreshEvents):
         if self.online is not None:
             with self.timer.stage("online"):
                 self.sync(customer_ids)
-        if method in (None, self.live) and not exclude and self.stored is not None and k <= self.stored.k:
+        default = method in (None, self.live) and not exclude
+        if default and self.stored is not None and k <= self.stored.k:
             with self.timer.stage("stored"):
                 for customer in dict.fromkeys(customer_ids):
                     found = self.stored.get(customer, k)
                     if found is not None and not self.stale_stored(customer, found[0]):
                         answers[customer] = Recommendation(customer, *found, False)
+        if default and self.online is not None:
+            for customer in dict.fromkeys(customer_ids):
+                remembered = self.fresh_answer(customer, k) if customer not in answers else None
+                if remembered is not None:
+                    answers[customer] = Recommendation(customer, *remembered, False)
         method = method or self.live
         warm = [c for c in dict.fromkeys(customer_ids) if c not in answers and self.is_warm(c)]
-        answers |= self._computed(warm, method, k, exclude)
+        computed = self._computed(warm, method, k, exclude)
+        if default and self.online is not None:
+            for customer, answer in computed.items():
+                self.remember_answer(customer, answer.article_ids, answer.scores, answer.sources)
+        answers |= computed
         return [answers[c] if c in answers else self.fallback(c, k, exclude) for c in customer_ids]
 
     def _computed(self, warm: list[str], method: str, k: int, exclude: set[str]) -> dict[str, Recommendation]:

@@ -41,7 +41,10 @@ class FreshEvents(SnapshotState):
         self.since_day = int(self.meta.get("personal", {}).get("history_week", self.week)) * 7 - LOOKBACK_DAYS
         self.online_batch = NO_BATCH
         self.applied_events: set[str] = set()
-        self.fresh_customers: set[str] = set()  # whose history changed since the snapshot
+        self.fresh_customers: dict[str, int] = {}  # whose history changed since the snapshot: how often
+        # Answers computed after the snapshot, reused like the stored ones while they stay right:
+        # customer → (the customer's `fresh_customers` count then, articles, scores, sources).
+        self.fresh_answers: dict[str, tuple[int, list[str], list[float], list[str]]] = {}
         self.restocked: set[str] = set()  # articles whose stock the store changed
         self.new_articles: dict[str, NewArticle] = {}
         self.new_neighbours: dict[str, list[tuple[str, float]]] = {}  # a new article's closest photos
@@ -79,7 +82,8 @@ class FreshEvents(SnapshotState):
                 self.applied_events.add(purchase.event_id)
                 changed.add(customer)
             if changed:
-                self.fresh_customers |= changed
+                for customer in changed:
+                    self.fresh_customers[customer] = self.fresh_customers.get(customer, 0) + 1
                 self.forget_query_embeddings(changed)
 
     def _add_article(self, new: NewArticle) -> None:
@@ -107,7 +111,27 @@ class FreshEvents(SnapshotState):
             return False
         if customer in self.fresh_customers:
             return True
+        return self._sold_out_in(articles)
+
+    def _sold_out_in(self, articles: list[str]) -> bool:
         if not self.restocked:
             return False
         codes = [self.code_of.get(a, -1) for a in articles]
         return bool(np.any([c >= 0 and self.stock_out[c] for c in codes]))
+
+    def remember_answer(
+        self, customer: str, articles: list[str], scores: list[float], sources: list[str]
+    ) -> None:
+        """Keep a default answer computed after the snapshot, for the customer's next requests."""
+        if self.online is not None:
+            self.fresh_answers[customer] = (self.fresh_customers.get(customer, 0), articles, scores, sources)
+
+    def fresh_answer(self, customer: str, k: int) -> tuple[list[str], list[float], list[str]] | None:
+        """A remembered answer (first k), while no purchase of the customer and no sell-out made it wrong."""
+        found = self.fresh_answers.get(customer) if self.online is not None else None
+        if found is None or len(found[1]) < k:
+            return None
+        count, articles, scores, sources = found
+        if count != self.fresh_customers.get(customer, 0) or self._sold_out_in(articles):
+            return None
+        return articles[:k], scores[:k], sources[:k]

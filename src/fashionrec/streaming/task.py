@@ -1,17 +1,18 @@
 """`fashionrec stream` (bundle job `fashionrec_stream`, continuous): the shop's `events` table, read as a
-Delta change feed by Structured Streaming in micro-batches of about a second, into `transactions`, the
-catalogue tables and the online store, each exactly once.
+Delta change feed by Structured Streaming in micro-batches of about a second, into the online store, then
+`transactions`, `articles`, `article_availability` and `quarantine`, each exactly once.
 
-Per micro-batch (`EventSink`), in this order:
-1. validate (`streaming.events`): bad events to `quarantine` with the field and the reason;
-2. the online store, in one database transaction that also records the batch id (served answers change
-   here, before the slower Delta commits);
-3. purchases appended to `transactions` with Delta's idempotent-write options (`txnAppId`, `txnVersion` =
-   the batch id: a replayed batch is skipped), new articles and stock levels MERGEd by key, quarantine
-   rows MERGEd by a hash of the row and its reason.
-A crash anywhere replays the batch from the checkpoint: every write above is idempotent and the verdicts
-are a function of the batch and of what earlier batches applied, so the tables and the store end as if
-the batch had run once.
+Per micro-batch (`EventSink`):
+1. validate (`streaming.events`): the bad events keep their field and reason;
+2. the online store, in one database transaction that records the batch id and everything the batch
+   decided (served answers change here);
+3. the Delta writes of the batch (`streaming.tables.TablesWriter`) on a background thread, in batch order,
+   so the next micro-batch does not wait for four Delta commits. The store is their write-ahead log: it
+   records the last batch whose Delta writes are done, and a restarted stream first writes the batches
+   after it again (each write is idempotent: purchases appended with `txnAppId` / `txnVersion` = the batch
+   id, the rest MERGEd by key).
+A crash before the store's commit replays the batch from the checkpoint with the same verdicts (a
+function of the batch and of what earlier batches applied); a crash after it is finished from the store.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,10 @@ from pyspark.sql import functions as F
 
 from fashionrec.config import StreamParams
 from fashionrec.config.tables import TableLocator, Tables
-from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES
-from fashionrec.lake.ingest import EVENT_ID, ROW_HASH, TXN_ID, ensure_event_id_column, row_hash
-from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
+from fashionrec.lake.ingest import ensure_event_id_column
 from fashionrec.lake.session import get_spark
-from fashionrec.lake.tables import current_version, read_table, table_exists, upsert
-from fashionrec.online.store import NewArticle, OnlineStore, Purchase, StoreBatch, open_store
+from fashionrec.lake.tables import current_version, read_table, table_exists
+from fashionrec.online.store import NewArticle, OnlineStore, Purchase, Rejected, StoreBatch, open_store
 from fashionrec.streaming.events import (
     EVENT_COLUMNS,
     NEW_ARTICLE,
@@ -46,14 +44,11 @@ from fashionrec.streaming.events import (
     validate_events,
 )
 from fashionrec.streaming.table import ensure_events_table
+from fashionrec.streaming.tables import TablesWriter
 from fashionrec.weeks import EPOCH
 
 log = logging.getLogger(__name__)
 DEFAULT_CHANNEL = 2  # an event without a sales channel: online (H&M's 2)
-QUARANTINE_SCHEMA = (
-    "quarantine_id long, table string, source_file string, line long, column string, reason string, "
-    "raw string, raw_bytes binary, quarantined_at timestamp"
-)
 
 
 class KnownIds:
@@ -95,11 +90,10 @@ class EventSink:
         self.customers = KnownIds(spark, self.tables, Tables.CUSTOMERS, "customer_id")
         self.catalogue = KnownIds(spark, self.tables, Tables.ARTICLES, "article_id")
         # Idempotent appends are keyed by the application id: one per checkpoint (one per stream).
-        self.app_id = "fashionrec-events-" + hashlib.sha256(params.checkpoint().encode()).hexdigest()[:16]
+        app_id = "fashionrec-events-" + hashlib.sha256(params.checkpoint().encode()).hexdigest()[:16]
         self.figures = StreamFigures()
         self._encoder: Any = None
-        self._writers = ThreadPoolExecutor(4, thread_name_prefix="stream-write")
-        self._transactions_schema = read_table(spark, self.tables, Tables.TRANSACTIONS).schema
+        self.writer = TablesWriter(spark, self.tables, store, app_id, on_articles=self.catalogue.reload)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -130,19 +124,10 @@ class EventSink:
         )
         accepted = verdicts.accepted
         read = time.perf_counter()
-        self.store.apply(self._store_batch(batch_id, accepted))
+        store_batch = self._store_batch(batch_id, accepted, verdicts.rejected)
+        self.store.apply(store_batch)
         stored = time.perf_counter()
-        # Four tables, four independent idempotent writes: run as concurrent Spark jobs (the batch takes
-        # the longest one, not their sum); any failure fails the batch, which is then replayed.
-        writes = [
-            (self._write_transactions, accepted[accepted["type"] == PURCHASE], batch_id),
-            (self._write_articles, accepted[accepted["type"] == NEW_ARTICLE]),
-            (self._write_stock, accepted[accepted["type"] == STOCK]),
-            (self._write_quarantine, verdicts.rejected),
-        ]
-        pending = [self._writers.submit(*w) for w in writes if len(w[1])]
-        for future in pending:
-            future.result()
+        self.writer.submit(batch_id)
         figures = self.figures
         figures.batches += 1
         figures.events += len(rows)
@@ -154,12 +139,13 @@ class EventSink:
         print(
             f"stream batch {batch_id}: {len(rows)} events, {len(accepted)} applied, "
             f"{len(verdicts.rejected)} quarantined, {seconds:.2f} s (read and validate "
-            f"{read - started:.2f}, online store {stored - read:.2f}, tables {time.perf_counter() - stored:.2f})",
+            f"{read - started:.2f}, online store {stored - read:.2f}; tables behind by "
+            f"{self.writer.behind()} batch(es))",
             flush=True,
         )
 
     # --- the online store -------------------------------------------------------------------------
-    def _store_batch(self, batch_id: int, accepted: pd.DataFrame) -> StoreBatch:
+    def _store_batch(self, batch_id: int, accepted: pd.DataFrame, rejected: pd.DataFrame) -> StoreBatch:
         purchases = accepted[accepted["type"] == PURCHASE]
         stock = accepted[accepted["type"] == STOCK]
         new = accepted[accepted["type"] == NEW_ARTICLE]
@@ -167,12 +153,14 @@ class EventSink:
             batch_id,
             accepted["event_id"].tolist(),
             [
-                Purchase(e, c, a, _day(t), _seconds(t))
-                for e, c, a, t in zip(
+                Purchase(e, c, a, _day(t), _seconds(t), float(p), DEFAULT_CHANNEL if pd.isna(ch) else int(ch))
+                for e, c, a, t, p, ch in zip(
                     purchases["event_id"],
                     purchases["customer_id"],
                     purchases["article_id"],
                     purchases["event_time"],
+                    purchases["price"],
+                    purchases["sales_channel_id"],
                     strict=True,
                 )
             ],
@@ -182,6 +170,15 @@ class EventSink:
                 for a, row, photo, t in zip(
                     new["article_id"], new["catalogue"], new["photo_path"], new["event_time"], strict=True
                 )
+            ],
+            [
+                Rejected(
+                    f"{Tables.EVENTS} version {int(row['events_version'])}",
+                    row["column"],
+                    row["reason"],
+                    event_json(row),
+                )
+                for _, row in rejected.iterrows()
             ],
         )
 
@@ -204,110 +201,6 @@ class EventSink:
         with open(photo, "rb") as handle:
             pixels = decode([handle.read()])
         return embed_saved(self._encoder, pixels)[0].astype(np.float32)
-
-    # --- the Delta tables -------------------------------------------------------------------------
-    def _write_transactions(self, purchases: pd.DataFrame, batch_id: int) -> None:
-        if purchases.empty:
-            return
-        frame = pd.DataFrame(
-            {
-                "t_dat": pd.to_datetime(purchases["event_time"]).dt.date,
-                "customer_id": purchases["customer_id"].astype(str),
-                "article_id": purchases["article_id"].astype(str),
-                "price": purchases["price"].astype(float),
-                "sales_channel_id": purchases["sales_channel_id"].fillna(DEFAULT_CHANNEL).astype(int),
-                EVENT_ID: purchases["event_id"].astype(str),
-            }
-        )
-        schema = "t_dat date, customer_id string, article_id string, price double, sales_channel_id int, event_id string"
-        rows = self.spark.createDataFrame(frame, schema).select(
-            F.xxhash64(F.lit("event"), F.col(EVENT_ID)).alias(TXN_ID), "*"
-        )
-        target = self._transactions_schema
-        rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in target.fields])
-        writer = (
-            rows.write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.app_id)
-            .option("txnVersion", batch_id)
-        )
-        if self.tables.uses_catalog:
-            writer.saveAsTable(self.tables.name(Tables.TRANSACTIONS))
-        else:
-            writer.save(self.tables.path(Tables.TRANSACTIONS))
-
-    def _write_articles(self, new: pd.DataFrame) -> None:
-        if new.empty:
-            return
-        target = read_table(self.spark, self.tables, Tables.ARTICLES)
-        records = [[row.get(c) for c in ARTICLES.column_names] for row in new["catalogue"]]
-        schema = ", ".join(
-            f"{c} {'int' if k.kind == 'int' else 'string'}"
-            for c, k in zip(ARTICLES.column_names, ARTICLES.columns, strict=True)
-        )
-        rows = self.spark.createDataFrame(records, schema).withColumn(
-            ROW_HASH, row_hash(ARTICLES.column_names)
-        )
-        rows = rows.select(*[F.col(c).cast(target.schema[c].dataType) for c in target.columns])
-        upsert(self.spark, self.tables, Tables.ARTICLES, rows, keys=["article_id"], compare_column=ROW_HASH)
-        self.catalogue.reload()
-
-    def _write_stock(self, stock: pd.DataFrame) -> None:
-        """The latest stock level per article into `article_availability` (its regions and age limit
-        kept); without that table the stock lives in the online store only."""
-        if stock.empty or not table_exists(self.spark, self.tables, Tables.ARTICLE_AVAILABILITY):
-            return
-        latest = stock.drop_duplicates("article_id", keep="last")
-        levels = self.spark.createDataFrame(
-            pd.DataFrame(
-                {"article_id": latest["article_id"].astype(str), "new_stock": latest["in_stock"].astype(int)}
-            )
-        )
-        target = read_table(self.spark, self.tables, Tables.ARTICLE_AVAILABILITY)
-        rows = (
-            levels.join(target, "article_id", "left")
-            .withColumn("in_stock", F.col("new_stock").cast(target.schema["in_stock"].dataType))
-            .drop("new_stock", ROW_HASH)
-            .withColumn(ROW_HASH, row_hash(ARTICLE_AVAILABILITY.column_names))
-            .select(*target.columns)
-        )
-        upsert(
-            self.spark,
-            self.tables,
-            Tables.ARTICLE_AVAILABILITY,
-            rows,
-            keys=["article_id"],
-            compare_column=ROW_HASH,
-        )
-
-    def _write_quarantine(self, rejected: pd.DataFrame) -> None:
-        if rejected.empty:
-            return
-        raw = [event_json(row) for _, row in rejected.iterrows()]
-        frame = pd.DataFrame(
-            {
-                "table": Tables.EVENTS,
-                "source_file": [f"{Tables.EVENTS} version {int(v)}" for v in rejected["events_version"]],
-                "column": rejected["column"].tolist(),
-                "reason": rejected["reason"].tolist(),
-                "raw": raw,
-            }
-        )
-        rows = self.spark.createDataFrame(
-            frame, "table string, source_file string, column string, reason string, raw string"
-        )
-        rows = rows.select(
-            F.xxhash64("source_file", "column", "reason", "raw").alias("quarantine_id"),
-            "table",
-            "source_file",
-            F.lit(None).cast("long").alias("line"),
-            "column",
-            "reason",
-            "raw",
-            F.col("raw").cast("binary").alias("raw_bytes"),
-            F.current_timestamp().alias("quarantined_at"),
-        ).select(*QUARANTINE_COLUMNS)
-        write_quarantine(self.spark, self.tables, rows)
 
 
 def _day(when: Any) -> int:
@@ -354,6 +247,7 @@ def run_stream(params: StreamParams, spark: SparkSession | None = None) -> dict[
     ensure_event_id_column(spark, tables)
     with open_store(params.store_url()) as store:
         sink = EventSink(spark, params, store)
+        recovered = sink.writer.recover()  # batches in the store whose Delta writes a crash cut short
         if not params.available_now:
             sink.load_encoder()
         query = start_stream(spark, params, sink)
@@ -362,6 +256,7 @@ def run_stream(params: StreamParams, spark: SparkSession | None = None) -> dict[
         finally:
             if query.isActive:
                 query.stop()
+            sink.writer.close()  # the Delta writes of every applied batch, then the thread ends
         figures = sink.figures
         return {
             "batches": figures.batches,
@@ -369,5 +264,7 @@ def run_stream(params: StreamParams, spark: SparkSession | None = None) -> dict[
             **{f"applied_{kind}": count for kind, count in figures.accepted.items()},
             "quarantined": figures.quarantined,
             "online_store_batch": store.applied_batch(),
+            "tables_batch": store.tables_batch(),
+            "batches_recovered": recovered,
             "seconds": round(figures.seconds, 1),
         }

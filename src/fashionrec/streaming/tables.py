@@ -1,0 +1,199 @@
+"""The stream's Delta writes, behind the online store: a background thread takes each applied batch from
+the store (its write-ahead log) and writes it to `transactions`, `articles`, `article_availability` and
+`quarantine`, in batch order, then records it as done in the store.
+
+Each write is idempotent, so writing a batch twice (after a crash between its commits and the store's
+record) changes nothing: purchases are appended with Delta's `txnAppId` / `txnVersion` (the batch id), the
+other tables are MERGEd by key. The four writes of a batch run as concurrent Spark jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from fashionrec.config.tables import TableLocator, Tables
+from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES
+from fashionrec.lake.ingest import EVENT_ID, ROW_HASH, TXN_ID, row_hash
+from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
+from fashionrec.lake.tables import read_table, table_exists, upsert
+from fashionrec.online.store import NO_BATCH, NewArticle, OnlineStore, Purchase, Rejected
+from fashionrec.weeks import EPOCH
+
+log = logging.getLogger(__name__)
+# Batches applied to the store but not yet to the tables before the stream waits for the tables: a
+# bound on the work a crash leaves to `recover`, and on how far the tables trail the store.
+MAX_BEHIND = 30
+_STOP = -1
+
+
+class TablesWriter:
+    """Writes applied batches to the Delta tables on one background thread (`submit`, `close`)."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        tables: TableLocator,
+        store: OnlineStore,
+        app_id: str,
+        on_articles: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.spark, self.tables, self.store, self.app_id = spark, tables, store, app_id
+        self.on_articles = on_articles
+        self.schema = read_table(spark, tables, Tables.TRANSACTIONS).schema
+        self._queue: queue.Queue[int] = queue.Queue(MAX_BEHIND)
+        self._jobs = ThreadPoolExecutor(4, thread_name_prefix="stream-table")
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the thread -------------------------------------------------------------------------------
+    def submit(self, batch_id: int) -> None:
+        """Queue an applied batch (waits while `MAX_BEHIND` are queued); raises a failed write's error."""
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stream-tables", daemon=True)
+            self._thread.start()
+        self._queue.put(batch_id)
+
+    def behind(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread; raises a failed write's error."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(
+                "the stream's Delta writes failed (the store holds the batch)"
+            ) from self._error
+
+    def _run(self) -> None:
+        while True:
+            batch_id = self._queue.get()
+            if batch_id == _STOP:
+                return
+            try:
+                self.write(batch_id)
+            except BaseException as error:  # kept for the stream thread, which stops the query
+                log.exception("writing batch %s to the tables failed", batch_id)
+                self._error = error
+                return
+
+    # --- the writes -------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Write the batches the store holds beyond the last one written (a crash cut them short)."""
+        done, applied = self.store.tables_batch(), self.store.applied_batch()
+        for batch_id in range(done + 1, applied + 1):
+            self.write(batch_id)
+        return max(applied - max(done, NO_BATCH), 0)
+
+    def write(self, batch_id: int) -> None:
+        """One batch's four tables, then the store's record that they are done."""
+        batch = self.store.batch(batch_id)
+        writes = [
+            (self._transactions, batch.purchases, batch_id),
+            (self._articles, batch.new_articles),
+            (self._stock, batch.stock),
+            (self._quarantine, batch.rejected),
+        ]
+        for future in [self._jobs.submit(*w) for w in writes if len(w[1])]:
+            future.result()
+        self.store.mark_tables_batch(batch_id)
+
+    def _transactions(self, purchases: list[Purchase], batch_id: int) -> None:
+        frame = pd.DataFrame(
+            {
+                "t_dat": [EPOCH + timedelta(days=p.day) for p in purchases],
+                "customer_id": [p.customer_id for p in purchases],
+                "article_id": [p.article_id for p in purchases],
+                "price": [p.price for p in purchases],
+                "sales_channel_id": [p.sales_channel_id for p in purchases],
+                EVENT_ID: [p.event_id for p in purchases],
+            }
+        )
+        schema = "t_dat date, customer_id string, article_id string, price double, sales_channel_id int, event_id string"
+        rows = self.spark.createDataFrame(frame, schema).select(
+            F.xxhash64(F.lit("event"), F.col(EVENT_ID)).alias(TXN_ID), "*"
+        )
+        rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in self.schema.fields])
+        writer = rows.write.format("delta").mode("append").option("txnAppId", self.app_id)
+        writer = writer.option("txnVersion", batch_id)
+        if self.tables.uses_catalog:
+            writer.saveAsTable(self.tables.name(Tables.TRANSACTIONS))
+        else:
+            writer.save(self.tables.path(Tables.TRANSACTIONS))
+
+    def _articles(self, new: list[NewArticle]) -> None:
+        target = read_table(self.spark, self.tables, Tables.ARTICLES)
+        records = [[n.catalogue.get(c) for c in ARTICLES.column_names] for n in new]
+        schema = ", ".join(f"{c.name} {'int' if c.kind == 'int' else 'string'}" for c in ARTICLES.columns)
+        rows = self.spark.createDataFrame(records, schema).withColumn(
+            ROW_HASH, row_hash(ARTICLES.column_names)
+        )
+        rows = rows.select(*[F.col(c).cast(target.schema[c].dataType) for c in target.columns])
+        upsert(self.spark, self.tables, Tables.ARTICLES, rows, keys=["article_id"], compare_column=ROW_HASH)
+        self.on_articles()
+
+    def _stock(self, stock: dict[str, bool]) -> None:
+        """The latest stock levels into `article_availability` (regions and age limits kept); without that
+        table the stock lives in the online store only."""
+        if not table_exists(self.spark, self.tables, Tables.ARTICLE_AVAILABILITY):
+            return
+        levels = self.spark.createDataFrame(
+            pd.DataFrame({"article_id": list(stock), "new_stock": [int(v) for v in stock.values()]})
+        )
+        target = read_table(self.spark, self.tables, Tables.ARTICLE_AVAILABILITY)
+        rows = (
+            levels.join(target, "article_id", "left")
+            .withColumn("in_stock", F.col("new_stock").cast(target.schema["in_stock"].dataType))
+            .drop("new_stock", ROW_HASH)
+            .withColumn(ROW_HASH, row_hash(ARTICLE_AVAILABILITY.column_names))
+            .select(*target.columns)
+        )
+        upsert(
+            self.spark,
+            self.tables,
+            Tables.ARTICLE_AVAILABILITY,
+            rows,
+            keys=["article_id"],
+            compare_column=ROW_HASH,
+        )
+
+    def _quarantine(self, rejected: list[Rejected]) -> None:
+        frame = pd.DataFrame(
+            {
+                "table": Tables.EVENTS,
+                "source_file": [r.source for r in rejected],
+                "column": [r.column for r in rejected],
+                "reason": [r.reason for r in rejected],
+                "raw": [r.raw for r in rejected],
+            }
+        )
+        rows = self.spark.createDataFrame(
+            frame, "table string, source_file string, column string, reason string, raw string"
+        )
+        rows = rows.select(
+            F.xxhash64("source_file", "column", "reason", "raw").alias("quarantine_id"),
+            "table",
+            "source_file",
+            F.lit(None).cast("long").alias("line"),
+            "column",
+            "reason",
+            "raw",
+            F.col("raw").cast("binary").alias("raw_bytes"),
+            F.current_timestamp().alias("quarantined_at"),
+        ).select(*QUARANTINE_COLUMNS)
+        write_quarantine(self.spark, self.tables, rows)
