@@ -94,3 +94,19 @@ def test_a_new_article_gets_neighbours_and_reaches_buyers_of_lookalikes(tmp_path
     # c1 bought 0200000001 ten days ago: the new lookalike is a visual candidate for them
     assert "0999000001" in proposals(core, "c1")["visual"]
     assert "0999000001" not in proposals(core, "c2").get("visual", {})
+
+
+def test_an_answer_computed_after_the_snapshot_is_reused_until_a_purchase_or_a_sell_out(tmp_path):
+    core, store = _core(tmp_path)
+    core.attach_online_store(store, tmp_path / "snapshot")
+    core.remember_answer("c1", ["0400000001", "0300000002"], [0.9, 0.8], ["trending", "popular"])
+    assert core.fresh_answer("c1", 2) == (["0400000001", "0300000002"], [0.9, 0.8], ["trending", "popular"])
+    assert core.fresh_answer("c1", 3) is None  # shorter than asked: computed again
+    store.apply(StoreBatch(0, ["e1"], [Purchase("e1", "c1", "0200000002", DAY, 1.0)]))
+    core.sync(["c1"])
+    assert core.fresh_answer("c1", 2) is None  # bought since
+    core.remember_answer("c1", ["0400000001"], [0.9], ["trending"])
+    assert core.fresh_answer("c1", 1) is not None
+    store.apply(StoreBatch(1, ["s1"], stock={"0400000001": False}))
+    core.sync([])
+    assert core.fresh_answer("c1", 1) is None  # sold out since

@@ -228,16 +228,16 @@ def test_a_batch_in_the_store_but_not_in_the_tables_is_written_at_restart(
 
     original = TablesWriter.write
 
-    def failing(self, batch_id: int) -> None:
-        if batch_id == 1:
+    def failing(self, batch_ids: list[int]) -> None:
+        if 1 in batch_ids:
             raise OSError("the cluster went away")
-        original(self, batch_id)
+        original(self, batch_ids)
 
     monkeypatch.setattr(TablesWriter, "write", failing)
     with pytest.raises(Exception, match=r"Delta writes failed|went away"):
         run_stream(_params(*runs["cut"], max_files_per_batch=1), spark)
     with open_store(runs["cut"][1]) as store:
-        assert store.tables_batch() == 0 and store.applied_batch() >= 1
+        assert store.tables_batch() < 1 <= store.applied_batch()
     monkeypatch.setattr(TablesWriter, "write", original)
     restart = run_stream(_params(*runs["cut"], max_files_per_batch=1), spark)
     assert restart["batches_recovered"] >= 1

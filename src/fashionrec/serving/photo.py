@@ -9,7 +9,6 @@ other models, so the registered recommender answers a photo without the lakehous
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,8 +54,6 @@ class PhotoSearch:
 
     def search(self, photo: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k catalogue articles whose photos are closest to `photo` ((h, w, 3) uint8), closest first."""
-        import tensorflow as tf
-
-        vector: Any = self.encoder(tf.constant(photo[np.newaxis])).numpy()
+        vector = encoder.embed_photo(self.encoder, photo)[np.newaxis]
         scores, ids = self.index.search(vector, k)
         return [(article, float(score)) for article, score in zip(ids[0], scores[0], strict=True)]

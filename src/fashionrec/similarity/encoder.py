@@ -24,3 +24,11 @@ def embed_saved(encoder: Any, pixels: np.ndarray, batch: int = 512) -> np.ndarra
 
     parts = [encoder(tf.constant(pixels[i : i + batch])).numpy() for i in range(0, len(pixels), batch)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def embed_photo(encoder: Any, photo: np.ndarray) -> np.ndarray:
+    """The unit vector of one photo of any size ((h, w, 3) uint8; the encoder resizes it), as search by
+    photo embeds a request's photo: a new article embedded this way is its own photo's closest match."""
+    import tensorflow as tf
+
+    return encoder(tf.constant(photo[np.newaxis])).numpy()[0]

@@ -1,10 +1,13 @@
 """The stream's Delta writes, behind the online store: a background thread takes each applied batch from
 the store (its write-ahead log) and writes it to `transactions`, `articles`, `article_availability` and
-`quarantine`, in batch order, then records it as done in the store.
+`quarantine`, in batch order, then records it as done in the store. When it falls behind (a Delta commit
+takes longer than a micro-batch on a busy machine), it writes every queued batch in one go, so the tables
+trail the store by about one write, not by a growing queue.
 
 Each write is idempotent, so writing a batch twice (after a crash between its commits and the store's
-record) changes nothing: purchases are appended with Delta's `txnAppId` / `txnVersion` (the batch id), the
-other tables are MERGEd by key. The four writes of a batch run as concurrent Spark jobs.
+record) changes nothing: purchases are appended with Delta's `txnAppId` / `txnVersion` (the last batch id
+of the write: Delta skips an append whose version is not above the last one committed for the id), the
+other tables are MERGEd by key, later batches winning. The four writes run as concurrent Spark jobs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES
 from fashionrec.lake.ingest import EVENT_ID, ROW_HASH, TXN_ID, row_hash
 from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
 from fashionrec.lake.tables import read_table, table_exists, upsert
-from fashionrec.online.store import NO_BATCH, NewArticle, OnlineStore, Purchase, Rejected
+from fashionrec.online.store import NewArticle, OnlineStore, Purchase, Rejected
 from fashionrec.weeks import EPOCH
 
 log = logging.getLogger(__name__)
@@ -81,14 +84,18 @@ class TablesWriter:
             ) from self._error
 
     def _run(self) -> None:
-        while True:
-            batch_id = self._queue.get()
-            if batch_id == _STOP:
-                return
+        stop = False
+        while not stop:
+            ids = [self._queue.get()]
+            while not self._queue.empty():  # everything queued meanwhile: one write
+                ids.append(self._queue.get_nowait())
+            stop = _STOP in ids
+            ids = [i for i in ids if i != _STOP]
             try:
-                self.write(batch_id)
+                if ids:
+                    self.write(ids)
             except BaseException as error:  # kept for the stream thread, which stops the query
-                log.exception("writing batch %s to the tables failed", batch_id)
+                log.exception("writing batches %s to the tables failed", ids)
                 self._error = error
                 return
 
@@ -96,22 +103,33 @@ class TablesWriter:
     def recover(self) -> int:
         """Write the batches the store holds beyond the last one written (a crash cut them short)."""
         done, applied = self.store.tables_batch(), self.store.applied_batch()
-        for batch_id in range(done + 1, applied + 1):
-            self.write(batch_id)
-        return max(applied - max(done, NO_BATCH), 0)
+        missing = list(range(done + 1, applied + 1))
+        for start in range(0, len(missing), MAX_BEHIND):
+            self.write(missing[start : start + MAX_BEHIND])
+        return len(missing)
 
-    def write(self, batch_id: int) -> None:
-        """One batch's four tables, then the store's record that they are done."""
-        batch = self.store.batch(batch_id)
+    def write(self, batch_ids: list[int]) -> None:
+        """These batches' four tables (consecutive ids, in order; later batches win), then the store's
+        record that they are done."""
+        purchases: list[Purchase] = []
+        stock: dict[str, bool] = {}
+        new: dict[str, NewArticle] = {}
+        rejected: list[Rejected] = []
+        for batch_id in batch_ids:
+            batch = self.store.batch(batch_id)
+            purchases += batch.purchases
+            stock |= batch.stock
+            new |= {n.article_id: n for n in batch.new_articles}
+            rejected += batch.rejected
         writes = [
-            (self._transactions, batch.purchases, batch_id),
-            (self._articles, batch.new_articles),
-            (self._stock, batch.stock),
-            (self._quarantine, batch.rejected),
+            (self._transactions, purchases, max(batch_ids)),
+            (self._articles, list(new.values())),
+            (self._stock, stock),
+            (self._quarantine, rejected),
         ]
         for future in [self._jobs.submit(*w) for w in writes if len(w[1])]:
             future.result()
-        self.store.mark_tables_batch(batch_id)
+        self.store.mark_tables_batch(max(batch_ids))
 
     def _transactions(self, purchases: list[Purchase], batch_id: int) -> None:
         frame = pd.DataFrame(

@@ -17,9 +17,12 @@ function of the batch and of what earlier batches applied); a crash after it is 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,12 +198,12 @@ class EventSink:
             self._encoder = load(folder) if os.path.isfile(os.path.join(folder, "saved_model.pb")) else False
         if self._encoder is False or not isinstance(photo, str) or not photo:
             return None
-        from fashionrec.similarity.encoder import embed_saved
-        from fashionrec.similarity.images import decode
+        from fashionrec.serving.requests import decode_photo
+        from fashionrec.similarity.encoder import embed_photo
 
-        with open(photo, "rb") as handle:
-            pixels = decode([handle.read()])
-        return embed_saved(self._encoder, pixels)[0].astype(np.float32)
+        with open(photo, "rb") as handle:  # decoded and embedded as a photo request is (search by photo)
+            pixels = decode_photo(base64.b64encode(handle.read()).decode(), 0)
+        return embed_photo(self._encoder, pixels).astype(np.float32)
 
 
 def _day(when: Any) -> int:
@@ -211,6 +214,15 @@ def _seconds(when: Any) -> float:
     stamp = pd.Timestamp(when)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
     return float(stamp.timestamp())
+
+
+def _stop_signal() -> threading.Event:
+    """Set on SIGTERM (a cancelled job run, `kill`): the stream stops after its batch, and the Delta writes of
+    every batch in the store are finished before the process ends."""
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
 
 
 def start_stream(spark: SparkSession, params: StreamParams, sink: EventSink) -> Any:
@@ -251,8 +263,10 @@ def run_stream(params: StreamParams, spark: SparkSession | None = None) -> dict[
         if not params.available_now:
             sink.load_encoder()
         query = start_stream(spark, params, sink)
+        stopping = _stop_signal()
         try:
-            query.awaitTermination()
+            while query.isActive and not stopping.is_set():
+                query.awaitTermination(1)  # raises the query's error, if it failed
         finally:
             if query.isActive:
                 query.stop()
