@@ -187,7 +187,6 @@ def run(scale: str) -> dict[str, Any]:
         spark = get_spark("fashionrec-freshness")
         tables = TableLocator(str(lakehouse))
         ensure_events_table(spark, tables)
-        append_events(spark, tables, events.head(0))  # an empty commit: the replay's first write is warm
 
         env = {
             **os.environ,
@@ -233,6 +232,17 @@ def run(scale: str) -> dict[str, Any]:
         ].unique()
         customers = list(np.random.default_rng(3).permutation(np.sort(warm)))
         _first_answer(base, customers[0], server, time.perf_counter())
+        # the stream is up when it has applied a first event (a stock level that changes nothing)
+        in_stock = pd.read_parquet(root / "artifacts" / "serving" / "snapshot" / "articles.parquet")
+        steady = in_stock.loc[in_stock["in_stock"] == 1, "article_id"].iloc[0]
+        warm_up = {"event_id": "warm-up", "type": "stock", "article_id": steady, "in_stock": 1}
+        append_events(spark, tables, pd.DataFrame([{**warm_up, "event_time": events["event_time"].min()}]))
+        with open_store(store_url) as store:
+            deadline = time.monotonic() + 300
+            while store.applied_batch() < 0:
+                if stream.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the stream did not start: {scratch / 'stream.log'}")
+                time.sleep(0.2)
         day = pd.Timestamp(events["event_time"].min()).normalize()
         tracked = _tracked_events(f"{base}/invocations", customers, SECONDS, day)
         print(f"freshness: {len(tracked)} tracked events, {len(events)} generated, server and stream up")
@@ -267,11 +277,14 @@ def run(scale: str) -> dict[str, Any]:
         with ProcessPoolExecutor(CLIENTS, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_client, f"{base}/invocations", mine, stop_at) for mine in plan]
             photo_thread.start()
-            for commit in replay(spark, tables, mixed_frame, RATE, progress=False):
+
+            def committed(commit: Any) -> None:
                 for event_id in commit.event_ids:
                     commits[event_id] = commit.committed_at
                     if event_id in new_article_of:  # the photo search waits for its article's commit
                         commits[new_article_of[event_id]] = commit.committed_at
+
+            replay(spark, tables, mixed_frame, RATE, progress=False, on_commit=committed)
             results = [f.result() for f in futures]
             photo_thread.join()
         # the tables trail the store: how long until every batch is written too (then a clean stop)

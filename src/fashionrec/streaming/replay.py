@@ -4,6 +4,7 @@ would (one commit a second, with what is due by then: a slow commit is caught up
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def replay(
     rate: float,
     limit: int | None = None,
     progress: bool = True,
+    on_commit: Callable[[Appended], None] = lambda commit: None,
 ) -> list[Appended]:
-    """Append `events` (the first `limit`) at `rate` events a second; returns each commit."""
+    """Append `events` (the first `limit`) at `rate` events a second; returns each commit, and hands each
+    to `on_commit` as it is made."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     rows = events if limit is None else events.head(limit)
@@ -55,6 +58,7 @@ def replay(
         chunk = rows.iloc[done:due]
         version = append_events(spark, tables, chunk)
         commits.append(Appended(chunk["event_id"].astype(str).tolist(), time.time(), version))
+        on_commit(commits[-1])
         done = due
         if progress:
             print(f"replay: {done}/{len(rows)} events appended (events version {version})", flush=True)
