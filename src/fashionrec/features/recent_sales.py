@@ -52,3 +52,10 @@ def with_recent_sales(rows: DataFrame, transactions: DataFrame, weeks: list[int]
     """`rows` (article_id, week) with the article's recent sales as of its week (0 for none)."""
     sales = article_recent_sales(transactions, weeks)
     return rows.join(sales, ["article_id", "week"], "left").fillna(0.0, list(ARTICLE_SALES))
+
+
+def with_recent_sales_as_of(articles: DataFrame, transactions: DataFrame, week: int) -> DataFrame:
+    """`articles` (with article_id) with their recent sales as of one `week` (0 for none): the index's and
+    the vocabulary's view of the catalogue."""
+    sales = article_recent_sales(transactions, [week]).drop("week")
+    return articles.join(sales, "article_id", "left").fillna(0.0, list(ARTICLE_SALES))

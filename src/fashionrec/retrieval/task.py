@@ -36,7 +36,7 @@ from fashionrec.retrieval.inputs import encode_queries
 from fashionrec.retrieval.queries import query_table
 from fashionrec.retrieval.towers import INDEX_FILE, TOWERS, embed_catalog, embed_queries, load_towers
 from fashionrec.retrieval.train import HyperParams, TrainingSpec, ValidationSet, train_worker
-from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
+from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, PRODUCT, Vocabulary
 from fashionrec.retrieval.vocab_lake import vocabulary_from_lake
 from fashionrec.training.distributed import SINGLE, run_on_barrier
 from fashionrec.training.tracking import metric_name, tracked_run
@@ -204,16 +204,13 @@ def catalog_index(
 ) -> tuple[Any, np.ndarray, float, float]:
     """The candidate tower's embedding of every article, with its recent sales as of `week`, in a FAISS
     index; returns (index, embeddings, embed seconds, build seconds)."""
-    from fashionrec.features.recent_sales import article_recent_sales
+    from fashionrec.features.recent_sales import with_recent_sales_as_of
     from fashionrec.retrieval.index import ArticleIndex
 
-    table = (
-        articles.select("article_id", F.col(PRODUCT).cast("string").alias(PRODUCT), *ARTICLE_CATEGORIES)
-        .join(article_recent_sales(transactions, [week]).drop("week"), "article_id", "left")
-        .fillna(0.0, list(ARTICLE_SALES))
-        .orderBy("article_id")
-        .toArrow()
+    catalogue = articles.select(
+        "article_id", F.col(PRODUCT).cast("string").alias(PRODUCT), *ARTICLE_CATEGORIES
     )
+    table = with_recent_sales_as_of(catalogue, transactions, week).orderBy("article_id").toArrow()
     t0 = time.perf_counter()
     embeddings = embed_catalog(candidate_encoder, table)
     embed_seconds = time.perf_counter() - t0

@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config import TableLocator, Tables
-from fashionrec.features.recent_sales import article_recent_sales
+from fashionrec.features.recent_sales import with_recent_sales_as_of
 from fashionrec.features.weeks import before_week
 from fashionrec.lake.tables import read_table
 from fashionrec.retrieval.vocab import ARTICLE_CATEGORIES, ARTICLE_SALES, PRODUCT, Vocabulary
@@ -27,8 +27,8 @@ def vocabulary_from_lake(
         .where(F.col("as_of_week") == as_of_week)
         .select("article_id", "sales_all", PRODUCT, *ARTICLE_CATEGORIES)
     )
-    recent = article_recent_sales(read_table(spark, tables, Tables.TRANSACTIONS), [as_of_week])
-    return _vocabulary(customers.select("customer_id", "age"), articles, recent, as_of_week)
+    transactions = read_table(spark, tables, Tables.TRANSACTIONS)
+    return _vocabulary(customers.select("customer_id", "age"), articles, transactions, as_of_week)
 
 
 def vocabulary_from_transactions(
@@ -48,21 +48,20 @@ def vocabulary_from_transactions(
         articles.select("article_id", PRODUCT, *ARTICLE_CATEGORIES)
         .join(sales, "article_id", "left")
         .fillna(0, ["sales_all"]),
-        article_recent_sales(transactions, [as_of_week]),
+        transactions,
         as_of_week,
     )
 
 
-def _vocabulary(customers: DataFrame, articles: DataFrame, recent: DataFrame, as_of_week: int) -> Vocabulary:
+def _vocabulary(
+    customers: DataFrame, articles: DataFrame, transactions: DataFrame, as_of_week: int
+) -> Vocabulary:
     """customers: (customer_id, age) in the vocabulary; articles: (article_id, sales_all, product_code,
-    categories); recent: `article_recent_sales` as of the week."""
+    categories), given their recent sales as of the week from `transactions`."""
     stats = customers.agg(F.mean("age").alias("m"), F.stddev("age").alias("s")).first()
+    catalogue = articles.withColumn(PRODUCT, F.col(PRODUCT).cast("string"))
     table: pd.DataFrame = (
-        articles.withColumn(PRODUCT, F.col(PRODUCT).cast("string"))
-        .join(recent.drop("week"), "article_id", "left")
-        .fillna(0.0, list(ARTICLE_SALES))
-        .orderBy("article_id")
-        .toPandas()
+        with_recent_sales_as_of(catalogue, transactions, as_of_week).orderBy("article_id").toPandas()
     )
     if table.empty:
         raise ValueError(f"no article features for as_of_week {as_of_week}: run the features task first")
