@@ -42,9 +42,9 @@ from fashionrec.data.events import make_events
 from fashionrec.lake.session import get_spark
 from fashionrec.lake.tables import read_table
 from fashionrec.online.store import ENVIRONMENT_VARIABLE, open_store
+from fashionrec.streaming.events_table import append_events, ensure_events_table
 from fashionrec.streaming.replay import replay
 from fashionrec.streaming.showcase import SCRATCH_TABLES
-from fashionrec.streaming.table import append_events, ensure_events_table
 
 RATE = 20  # events a second (the issue)
 SECONDS = int(os.environ.get("FASHIONREC_FRESHNESS_SECONDS", "300"))

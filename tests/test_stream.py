@@ -21,8 +21,8 @@ from fashionrec.config.tables import TableLocator, Tables
 from fashionrec.data.events import make_events
 from fashionrec.lake.tables import current_version, read_table
 from fashionrec.online.store import open_store
+from fashionrec.streaming.events_table import append_events
 from fashionrec.streaming.replay import read_events
-from fashionrec.streaming.table import append_events
 from fashionrec.streaming.task import run_stream
 from tests.conftest import BRONZE_TABLES, REPO_ROOT, copy_folders
 

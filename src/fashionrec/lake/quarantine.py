@@ -7,7 +7,7 @@ included, can read it; `raw_bytes` keeps the line's exact bytes.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config.tables import TableLocator, Tables
@@ -27,14 +27,14 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def quarantine_rows(problems: DataFrame, table: str, source_file: str) -> DataFrame:
-    """Shape `Validated.problems()` rows for the quarantine table."""
+def quarantine_rows(problems: DataFrame, table: str, source_file: str | Column) -> DataFrame:
+    """Shape `Validated.problems()` rows (`LINE`, column, reason, `RAW`) for the quarantine table;
+    `source_file`: a file's name, or a column naming each row's source (the stream's events)."""
+    source = F.lit(source_file) if isinstance(source_file, str) else source_file
     return problems.select(
-        F.xxhash64(F.lit(source_file), F.col(LINE), F.col("column"), F.col("reason"), F.col(RAW)).alias(
-            "quarantine_id"
-        ),
+        F.xxhash64(source, F.col(LINE), F.col("column"), F.col("reason"), F.col(RAW)).alias("quarantine_id"),
         F.lit(table).alias("table"),
-        F.lit(source_file).alias("source_file"),
+        source.alias("source_file"),
         F.col(LINE).alias("line"),
         F.col("column"),
         F.col("reason"),

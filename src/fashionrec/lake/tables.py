@@ -127,6 +127,19 @@ def create_table(
         writer.save(tables.path(table))
 
 
+def append_rows(
+    df: DataFrame, tables: TableLocator, table: str, options: dict[str, str] | None = None
+) -> None:
+    """Append `df` to an existing table in one Delta commit. `options`: Delta writer options, e.g.
+    `txnAppId` and `txnVersion`, with which Delta skips an append it has already committed (an idempotent
+    write from a stream's batch)."""
+    writer = df.write.format("delta").mode("append").options(**(options or {}))
+    if tables.uses_catalog:
+        writer.saveAsTable(tables.name(table))
+    else:
+        writer.save(tables.path(table))
+
+
 def upsert(
     spark: SparkSession,
     tables: TableLocator,

@@ -83,10 +83,6 @@ class SqlStore(OnlineStore):
             return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
-            self._end_read()
-
-    def _end_read(self) -> None:
-        """Close the read's transaction, so the next read sees the newest batch."""
 
     def applied_batch(self) -> int:
         rows = self._read("SELECT batch_id FROM progress WHERE name = ?", (PROGRESS_KEY,))

@@ -13,8 +13,6 @@ from fashionrec.online.sql import SqlStore, schema
 
 
 class SqliteStore(SqlStore):
-    mark = "?"
-
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)

@@ -48,10 +48,8 @@ class FreshEvents(SnapshotState):
         self.restocked: set[str] = set()  # articles whose stock the store changed
         self.new_articles: dict[str, NewArticle] = {}
         self.new_neighbours: dict[str, list[tuple[str, float]]] = {}  # a new article's closest photos
-        self.gallery: tuple[list[str], np.ndarray] | None = None
-        if (folder / GALLERY_FILE).exists():
-            with np.load(folder / GALLERY_FILE, allow_pickle=False) as data:
-                self.gallery = data["article_ids"].astype(str).tolist(), data["vectors"].astype(np.float32)
+        self._gallery_file = folder / GALLERY_FILE
+        self._gallery: tuple[list[str], np.ndarray] | None = None
         self._sync_lock = threading.Lock()
 
     def sync(self, customer_ids: list[str]) -> None:
@@ -90,9 +88,12 @@ class FreshEvents(SnapshotState):
         """A new article: its closest catalogue photos are its neighbours, and it becomes a visual
         candidate of theirs (a never-sold lookalike, like the snapshot's cold-start pairs)."""
         self.new_articles[new.article_id] = new
-        if self.gallery is None or new.embedding is None:
+        if new.embedding is None or not self._gallery_file.exists():
             return
-        ids, vectors = self.gallery
+        if self._gallery is None:  # read on the first new article: most serving processes never see one
+            with np.load(self._gallery_file, allow_pickle=False) as data:
+                self._gallery = data["article_ids"].astype(str).tolist(), data["vectors"].astype(np.float32)
+        ids, vectors = self._gallery
         if vectors.shape[1] != len(new.embedding):
             return  # embedded by another image model than the snapshot's gallery
         similarity = vectors @ new.embedding

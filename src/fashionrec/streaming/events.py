@@ -19,7 +19,7 @@ from fashionrec.data.schema import ARTICLES, ID_PATTERN, normalise_article_id
 
 PURCHASE, STOCK, NEW_ARTICLE = "purchase", "stock", "new_article"
 EVENT_TYPES = (PURCHASE, STOCK, NEW_ARTICLE)
-# The events table's columns and Spark SQL types (`streaming.table` creates it from these).
+# The events table's columns and Spark SQL types (`streaming.events_table` creates it from these).
 EVENT_COLUMNS = {
     "event_id": "string",
     "event_time": "timestamp",
@@ -121,7 +121,7 @@ def validate_events(
         if kind == NEW_ARTICLE:
             if not isinstance(article, str) or not _ID.match(article):
                 return "article_id", "missing or not an id"
-            if known_article(article) or article in added:
+            if article_ok(article):
                 return "article_id", f"article {article} is already in the catalogue"
             try:
                 catalogue[i] = catalogue_row(row["article"], article)

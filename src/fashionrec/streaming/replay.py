@@ -12,7 +12,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from fashionrec.config.tables import TableLocator
-from fashionrec.streaming.table import append_events
+from fashionrec.streaming.events_table import append_events
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from fashionrec.config import StreamParams
 from fashionrec.lake.session import get_spark
 from fashionrec.online.store import open_store
 from fashionrec.recommender.core import Recommender
+from fashionrec.streaming.events_table import append_events
 from fashionrec.streaming.replay import read_events
-from fashionrec.streaming.table import append_events
 from fashionrec.streaming.task import run_stream
 
 

@@ -24,10 +24,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fashionrec.config.tables import TableLocator, Tables
+from fashionrec.data.readers import LINE, RAW
 from fashionrec.data.schema import ARTICLE_AVAILABILITY, ARTICLES
 from fashionrec.lake.ingest import EVENT_ID, ROW_HASH, TXN_ID, row_hash
-from fashionrec.lake.quarantine import QUARANTINE_COLUMNS, write_quarantine
-from fashionrec.lake.tables import read_table, table_exists, upsert
+from fashionrec.lake.quarantine import quarantine_rows, write_quarantine
+from fashionrec.lake.tables import append_rows, read_table, table_exists, upsert
 from fashionrec.online.store import NewArticle, OnlineStore, Purchase, Rejected
 from fashionrec.weeks import EPOCH
 
@@ -147,12 +148,8 @@ class TablesWriter:
             F.xxhash64(F.lit("event"), F.col(EVENT_ID)).alias(TXN_ID), "*"
         )
         rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in self.schema.fields])
-        writer = rows.write.format("delta").mode("append").option("txnAppId", self.app_id)
-        writer = writer.option("txnVersion", batch_id)
-        if self.tables.uses_catalog:
-            writer.saveAsTable(self.tables.name(Tables.TRANSACTIONS))
-        else:
-            writer.save(self.tables.path(Tables.TRANSACTIONS))
+        idempotent = {"txnAppId": self.app_id, "txnVersion": str(batch_id)}
+        append_rows(rows, self.tables, Tables.TRANSACTIONS, idempotent)
 
     def _articles(self, new: list[NewArticle]) -> None:
         target = read_table(self.spark, self.tables, Tables.ARTICLES)
@@ -193,25 +190,16 @@ class TablesWriter:
     def _quarantine(self, rejected: list[Rejected]) -> None:
         frame = pd.DataFrame(
             {
-                "table": Tables.EVENTS,
                 "source_file": [r.source for r in rejected],
+                LINE: None,
                 "column": [r.column for r in rejected],
                 "reason": [r.reason for r in rejected],
-                "raw": [r.raw for r in rejected],
+                RAW: [r.raw for r in rejected],
             }
         )
-        rows = self.spark.createDataFrame(
-            frame, "table string, source_file string, column string, reason string, raw string"
+        problems = self.spark.createDataFrame(
+            frame, f"source_file string, {LINE} long, column string, reason string, {RAW} string"
         )
-        rows = rows.select(
-            F.xxhash64("source_file", "column", "reason", "raw").alias("quarantine_id"),
-            "table",
-            "source_file",
-            F.lit(None).cast("long").alias("line"),
-            "column",
-            "reason",
-            "raw",
-            F.col("raw").cast("binary").alias("raw_bytes"),
-            F.current_timestamp().alias("quarantined_at"),
-        ).select(*QUARANTINE_COLUMNS)
-        write_quarantine(self.spark, self.tables, rows)
+        write_quarantine(
+            self.spark, self.tables, quarantine_rows(problems, Tables.EVENTS, F.col("source_file"))
+        )

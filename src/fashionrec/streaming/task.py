@@ -46,7 +46,7 @@ from fashionrec.streaming.events import (
     event_json,
     validate_events,
 )
-from fashionrec.streaming.table import ensure_events_table
+from fashionrec.streaming.events_table import ensure_events_table
 from fashionrec.streaming.tables import TablesWriter
 from fashionrec.weeks import EPOCH
 
@@ -55,7 +55,9 @@ DEFAULT_CHANNEL = 2  # an event without a sales channel: online (H&M's 2)
 
 
 class KnownIds:
-    """A table's ids, read once and again only when an unknown id shows up after the table changed."""
+    """A table's ids, read once and again only when an unknown id shows up after the table changed: the
+    table's version is looked up at most once a micro-batch (`new_batch`), however many unknown ids it
+    holds."""
 
     def __init__(self, spark: SparkSession, tables: TableLocator, table: str, column: str) -> None:
         self.spark, self.tables, self.table, self.column = spark, tables, table, column
@@ -63,16 +65,19 @@ class KnownIds:
         self.ids: set[str] = set()
         self.reload()
 
+    def new_batch(self) -> None:
+        self._looked = False
+
     def reload(self) -> None:
+        self._looked = True
         version = current_version(self.spark, self.tables, self.table)
         if version is not None and version != self.version:
             frame = read_table(self.spark, self.tables, self.table, version).select(self.column).toPandas()
             self.ids, self.version = set(frame[self.column].astype(str)), version
 
     def __contains__(self, value: str) -> bool:
-        if value in self.ids:
-            return True
-        self.reload()
+        if value not in self.ids and not self._looked:
+            self.reload()
         return value in self.ids
 
 
@@ -111,6 +116,8 @@ class EventSink:
         )
         if rows.empty:
             return
+        self.customers.new_batch()
+        self.catalogue.new_batch()
         added = self.store.article_batches()
         earlier = {a for a, b in added.items() if b < batch_id}
         this_batch = {a for a, b in added.items() if b >= batch_id}  # a replay's own new articles

@@ -8,7 +8,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from fashionrec.config.tables import TableLocator, Tables
-from fashionrec.lake.tables import create_table, current_version, table_exists
+from fashionrec.lake.tables import append_rows, create_table, current_version, table_exists
 from fashionrec.streaming.events import EVENT_COLUMNS
 
 EVENTS_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS.items())
@@ -51,9 +51,5 @@ def _utc_datetime(value: object) -> datetime:
 def append_events(spark: SparkSession, tables: TableLocator, rows: pd.DataFrame) -> int:
     """Append events in one commit (what the shop does); returns the table version."""
     ensure_events_table(spark, tables)
-    writer = events_frame(spark, rows).coalesce(1).write.format("delta").mode("append")  # one file a commit
-    if tables.uses_catalog:
-        writer.saveAsTable(tables.name(Tables.EVENTS))
-    else:
-        writer.save(tables.path(Tables.EVENTS))
+    append_rows(events_frame(spark, rows).coalesce(1), tables, Tables.EVENTS)  # one file a commit
     return int(current_version(spark, tables, Tables.EVENTS) or 0)
