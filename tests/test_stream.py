@@ -242,3 +242,31 @@ def test_a_batch_in_the_store_but_not_in_the_tables_is_written_at_restart(
     restart = run_stream(_params(*runs["cut"], max_files_per_batch=1), spark)
     assert restart["batches_recovered"] >= 1
     assert _state(spark, *runs["cut"]) == _state(spark, *runs["straight"])
+
+
+def test_the_table_writes_of_a_busy_stream_are_coalesced_and_a_stop_does_not_wait(
+    spark, tiny_ingest, tmp_path, monkeypatch
+):
+    """Batches applied within `tables_every_seconds` of the last Delta write wait for the next one, which
+    writes them together; a stop writes what is queued at once."""
+    from fashionrec.streaming.tables import TablesWriter
+
+    source, _ = tiny_ingest
+    lakehouse = copy_folders(source, tmp_path / "lakehouse", BRONZE_TABLES)
+    written: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(TablesWriter, "write", lambda self, ids: written.append((ids, time.monotonic())))
+    with open_store(f"sqlite:///{tmp_path / 'online.db'}") as store:
+        writer = TablesWriter(spark, TableLocator(str(lakehouse)), store, "app", every_seconds=1.5)
+        started = time.monotonic()
+        for batch_id in range(4):
+            writer.submit(batch_id)
+            time.sleep(0.2)
+        while len(written) < 2:
+            assert time.monotonic() - started < 10, f"the second write never came: {written}"
+            time.sleep(0.05)
+        writer.submit(4)
+        stopping = time.monotonic()
+        writer.close()
+    assert [ids for ids, _ in written] == [[0], [1, 2, 3], [4]]
+    assert written[1][1] - written[0][1] >= 1.4  # the second write waited for the interval
+    assert written[2][1] - stopping < 1.0  # the stop did not

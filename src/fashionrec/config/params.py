@@ -390,6 +390,10 @@ class StreamParams(LakeParams):
     max_files_per_batch: int = 0
     # Artifacts of the image model: new articles' photos are embedded with its encoder when it is there.
     artifacts_dir: str = "artifacts"
+    # Seconds at least between two Delta writes of the applied batches: answers change at the store's
+    # commit; the tables trail it by about this much, in fewer and larger commits (each Delta commit costs
+    # the stream's cluster about the same, however few its rows).
+    tables_every_seconds: float = 30.0
 
     def store_url(self) -> str:
         if self.online_store:

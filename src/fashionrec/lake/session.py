@@ -62,6 +62,9 @@ def get_spark(app_name: str = "fashionrec", *, testing: bool = False) -> SparkSe
         .config("spark.default.parallelism", partitions)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.adaptive.enabled", "true")
+        # Jobs without a pool share the default pool first in, first out, as without it; a job in a pool
+        # of its own (the stream's table writes) leaves free cores to the others (Databricks' default).
+        .config("spark.scheduler.mode", "FAIR")
         # Delta rebuilds table state with 50 partitions by default: far too many for a 2-core machine.
         .config("spark.databricks.delta.snapshotPartitions", str(cores))
         .config("spark.databricks.delta.properties.defaults.enableChangeDataFeed", "true")

@@ -1,8 +1,9 @@
 """The stream's Delta writes, behind the online store: a background thread takes each applied batch from
 the store (its write-ahead log) and writes it to `transactions`, `articles`, `article_availability` and
-`quarantine`, in batch order, then records it as done in the store. When it falls behind (a Delta commit
-takes longer than a micro-batch on a busy machine), it writes every queued batch in one go, so the tables
-trail the store by about one write, not by a growing queue.
+`quarantine`, in batch order, then records it as done in the store. It writes every batch queued since
+its last write in one go, at most once every `every_seconds` (`StreamParams.tables_every_seconds`), so
+the tables trail the store by about one write, not by a growing queue, and a busy stream makes a few
+large Delta commits instead of many small ones.
 
 Each write is idempotent, so writing a batch twice (after a crash between its commits and the store's
 record) changes nothing: purchases are appended with Delta's `txnAppId` / `txnVersion` (the last batch id
@@ -13,8 +14,10 @@ other tables are MERGEd by key, later batches winning. The four writes run as co
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 # bound on the work a crash leaves to `recover`, and on how far the tables trail the store.
 MAX_BEHIND = 30
 _STOP = -1
+TABLES_POOL = "stream_tables"  # the fair scheduler's pool of the Delta writes (the stream's is the default)
 
 
 class TablesWriter:
@@ -49,8 +53,10 @@ class TablesWriter:
         store: OnlineStore,
         app_id: str,
         on_articles: Callable[[], None] = lambda: None,
+        every_seconds: float = 0.0,
     ) -> None:
         self.spark, self.tables, self.store, self.app_id = spark, tables, store, app_id
+        self.every_seconds = every_seconds
         self.on_articles = on_articles
         self.schema = read_table(spark, tables, Tables.TRANSACTIONS).schema
         self._queue: queue.Queue[int] = queue.Queue(MAX_BEHIND)
@@ -85,11 +91,17 @@ class TablesWriter:
             ) from self._error
 
     def _run(self) -> None:
-        stop = False
+        stop, last_write = False, -math.inf
         while not stop:
             ids = [self._queue.get()]
-            while not self._queue.empty():  # everything queued meanwhile: one write
-                ids.append(self._queue.get_nowait())
+            # everything queued until `every_seconds` after the last write: one write (not on a stop)
+            while _STOP not in ids:
+                wait = last_write + self.every_seconds - time.monotonic()
+                try:
+                    ids.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            last_write = time.monotonic()
             stop = _STOP in ids
             ids = [i for i in ids if i != _STOP]
             try:
@@ -128,9 +140,23 @@ class TablesWriter:
             (self._stock, stock),
             (self._quarantine, rejected),
         ]
-        for future in [self._jobs.submit(*w) for w in writes if len(w[1])]:
+        started = time.perf_counter()
+        for future in [self._jobs.submit(self._in_pool, *w) for w in writes if len(w[1])]:
             future.result()
         self.store.mark_tables_batch(max(batch_ids))
+        print(
+            f"{time.strftime('%H:%M:%S')} stream tables: batches {batch_ids[0]}-{batch_ids[-1]} written "
+            f"({len(purchases)} purchases, {len(stock)} stock levels, {len(new)} new articles, "
+            f"{len(rejected)} quarantined) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+
+    def _in_pool(self, write: Callable[..., None], *args: object) -> None:
+        """Run a write in the scheduler pool `TABLES_POOL`: with Spark's fair scheduler, a micro-batch's
+        tasks take the next free core instead of queueing behind a MERGE's (Spark docs, "Scheduling Within
+        an Application")."""
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", TABLES_POOL)
+        write(*args)
 
     def _transactions(self, purchases: list[Purchase], batch_id: int) -> None:
         frame = pd.DataFrame(

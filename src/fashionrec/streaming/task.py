@@ -101,7 +101,14 @@ class EventSink:
         app_id = "fashionrec-events-" + hashlib.sha256(params.checkpoint().encode()).hexdigest()[:16]
         self.figures = StreamFigures()
         self._encoder: Any = None
-        self.writer = TablesWriter(spark, self.tables, store, app_id, on_articles=self.catalogue.reload)
+        self.writer = TablesWriter(
+            spark,
+            self.tables,
+            store,
+            app_id,
+            on_articles=self.catalogue.reload,
+            every_seconds=0.0 if params.available_now else params.tables_every_seconds,
+        )
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -147,7 +154,7 @@ class EventSink:
         seconds = time.perf_counter() - started
         figures.seconds += seconds
         print(
-            f"stream batch {batch_id}: {len(rows)} events, {len(accepted)} applied, "
+            f"{_clock()} stream batch {batch_id}: {len(rows)} events, {len(accepted)} applied, "
             f"{len(verdicts.rejected)} quarantined, {seconds:.2f} s (read and validate "
             f"{read - started:.2f}, online store {stored - read:.2f}; tables behind by "
             f"{self.writer.behind()} batch(es))",
@@ -193,8 +200,13 @@ class EventSink:
         )
 
     def load_encoder(self) -> None:
-        """Load the image encoder now (a continuous stream: its first new article does not wait for it)."""
+        """Load the image encoder and run it once now (a continuous stream: its first new article does not
+        hold a micro-batch for the load and TensorFlow's first call, seconds on a busy machine)."""
         self._embed("")
+        if self._encoder:
+            from fashionrec.similarity.encoder import embed_photo
+
+            embed_photo(self._encoder, np.zeros((64, 64, 3), np.uint8))
 
     def _embed(self, photo: Any) -> np.ndarray | None:
         """The image encoder's unit vector of a new article's photo (None without a photo or a model)."""
@@ -211,6 +223,10 @@ class EventSink:
         with open(photo, "rb") as handle:  # decoded and embedded as a photo request is (search by photo)
             pixels = decode_photo(base64.b64encode(handle.read()).decode(), 0)
         return embed_photo(self._encoder, pixels).astype(np.float32)
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
 
 
 def _day(when: Any) -> int:
@@ -230,6 +246,20 @@ def _stop_signal() -> threading.Event:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     return stopping
+
+
+def _report_progress(progress: dict[str, Any] | None, reported: int) -> int:
+    """Print where the last micro-batch's time went (Structured Streaming's `durationMs`), once a batch:
+    the planning around `addBatch` (the sink) is where a busy machine shows."""
+    if not progress or progress.get("batchId", -1) <= reported or not progress.get("numInputRows"):
+        return reported if not progress else max(reported, progress.get("batchId", -1))
+    durations = progress.get("durationMs", {})
+    parts = ", ".join(f"{k} {v}" for k, v in durations.items() if k != "triggerExecution")
+    print(
+        f"{_clock()} stream trigger {progress['batchId']}: {durations.get('triggerExecution')} ms ({parts})",
+        flush=True,
+    )
+    return progress["batchId"]
 
 
 def start_stream(spark: SparkSession, params: StreamParams, sink: EventSink) -> Any:
@@ -272,8 +302,10 @@ def run_stream(params: StreamParams, spark: SparkSession | None = None) -> dict[
         query = start_stream(spark, params, sink)
         stopping = _stop_signal()
         try:
+            reported = -1
             while query.isActive and not stopping.is_set():
                 query.awaitTermination(1)  # raises the query's error, if it failed
+                reported = _report_progress(query.lastProgress, reported)
         finally:
             if query.isActive:
                 query.stop()
