@@ -404,7 +404,12 @@ def _established_per_child(parent: int, port: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     counts = []
     for child in children:
-        links = [os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()]
+        links = []
+        for fd in Path(f"/proc/{child}/fd").iterdir():
+            try:
+                links.append(os.readlink(fd))
+            except FileNotFoundError:  # closed since the listing (a worker's file, not a kept socket)
+                continue
         counts.append(
             sum(link[len("socket:[") : -1] in inodes for link in links if link.startswith("socket:["))
         )
