@@ -164,7 +164,7 @@ def _photo_delays(url: str, photos: dict[str, Path], commits: dict[str, float], 
 
 def _shop(lakehouse: str, events_file: str, start: Any, appended: Any) -> None:
     """The replay's process: says "ready" once its Spark is up, replays from the time it is sent, hands
-    each commit's event ids and time back, then None."""
+    each commit's event ids and time back, then the CPU seconds the replay used (a float: the end)."""
     os.setsid()  # a session of its own, for the CPU accounting
     _yield_to_serving(os.getpid())
     spark = get_spark("fashionrec-replay")

@@ -251,15 +251,18 @@ def _stop_signal() -> threading.Event:
 def _report_progress(progress: dict[str, Any] | None, reported: int) -> int:
     """Print where the last micro-batch's time went (Structured Streaming's `durationMs`), once a batch:
     the planning around `addBatch` (the sink) is where a busy machine shows."""
-    if not progress or progress.get("batchId", -1) <= reported or not progress.get("numInputRows"):
-        return reported if not progress else max(reported, progress.get("batchId", -1))
+    if not progress:
+        return reported
+    batch = progress.get("batchId", -1)
+    if batch <= reported or not progress.get("numInputRows"):
+        return max(reported, batch)
     durations = progress.get("durationMs", {})
     parts = ", ".join(f"{k} {v}" for k, v in durations.items() if k != "triggerExecution")
     print(
-        f"{_clock()} stream trigger {progress['batchId']}: {durations.get('triggerExecution')} ms ({parts})",
+        f"{_clock()} stream trigger {batch}: {durations.get('triggerExecution')} ms ({parts})",
         flush=True,
     )
-    return progress["batchId"]
+    return batch
 
 
 def start_stream(spark: SparkSession, params: StreamParams, sink: EventSink) -> Any:
