@@ -4,9 +4,9 @@ Ingests `../shared/hm_real_images` (16,000 real H&M photos and their article row
 scratch lakehouse, then runs the job's own tasks (ingest → ingest_images → train_image_similarity) with the
 image settings of the `dev` target, the ones a Databricks user with the Kaggle images gets: 20% of the
 products (by product_code) held out, mixing weights chosen on a validation share of the rest. With the
-pretrained backbone (`image_architecture: efficientnet_lite0`) train_image_similarity runs twice: stage 1
-alone (the backbone frozen, only the layers above it trained) and the dev settings (stage 1, then its top
-blocks fine-tuned). Prints precision@5 (same product type, same colour group) on the held-out products for
+pretrained backbone (`image_architecture` names `efficientnet_lite0` for a key) train_image_similarity
+runs twice: stage 1 alone (the backbone frozen, only the layers above it trained) and the dev settings
+(stage 1, then its top blocks fine-tuned). Prints precision@5 (same product type, same colour group) on the held-out products for
 each, the frozen ImageNet features, raw 24-pixel neighbours and random; training time; the saved encoder's
 embedding throughput on this CPU (a batch, and one photo at a time); and leaves the encoder (uint8 images
 of any size → unit embeddings) at `artifacts/benchmarks/images_real/encoder`.
@@ -83,7 +83,8 @@ def run(scale: str) -> dict[str, Any]:
     if result.failed:
         raise RuntimeError(f"the image tasks failed in {result.failed}")
     stages = {"fine-tuned": variables}
-    if variables["image_architecture"] == PRETRAINED and variables["image_unfreeze_blocks"] != "0":
+    pretrained = PRETRAINED in variables["image_architecture"].split(",")
+    if pretrained and variables["image_unfreeze_blocks"] != "0":
         stages = {"stage 1 alone (backbone frozen)": variables | FROZEN_STAGE, "stages 1 + 2": variables}
     trained = {name: _train(settings) for name, settings in stages.items()}
     final = trained[list(stages)[-1]]

@@ -357,3 +357,68 @@ def test_stage_one_trains_only_the_layers_above_the_frozen_backbone():
     image_model.compile_stage(trainer, hp, 1, 0.01)
     trainer.fit(cache, labels, batch_size=8, epochs=1, verbose=0)
     assert not all(np.array_equal(a, b) for a, b in zip(loaded, weights()[0], strict=True))
+
+
+def test_each_class_key_can_have_its_own_network_and_from_scratch_ones_see_a_smaller_photo(tmp_path):
+    """`architecture="efficientnet_lite0,compact"`: product type on the backbone (over its cache), colour on
+    a compact network that sees the photo resized to `scratch_size` in the graph; one parts model and one
+    exported encoder; a count of networks that fits neither one nor every key is refused by name."""
+    from PIL import Image
+
+    from fashionrec.config import ImageSimilarityParams
+    from fashionrec.similarity import encoder as image_encoder
+    from fashionrec.similarity import model as image_model
+
+    photos = Path(__file__).parent / "data" / "hm_photos"
+    articles = pd.read_csv(photos / "articles.csv", dtype={"article_id": str})
+    pixels = np.stack(
+        [
+            np.asarray(Image.open(photos / f"{a}.jpg").convert("RGB").resize((64, 64), Image.BILINEAR))
+            for a in articles["article_id"]
+        ]
+    )
+    # A colour a few batches can learn: every other photo tinted red, the others blue.
+    colour = np.arange(len(pixels)) % 2
+    tints = np.array([[0.45, 0.45, 1.0], [1.0, 0.45, 0.45]])[colour]
+    pixels = (pixels * tints[:, None, None, :]).astype(np.uint8)
+    labels = {"type": pd.factorize(articles["product_type_name"])[0], "colour": colour}
+    hp = image_model.ImageHyperParams(
+        embedding_dim=8,
+        width=8,
+        architecture="efficientnet_lite0,compact",
+        scratch_size=32,
+        unfreeze_blocks=1,
+        augment_copies=0,
+        loss="cosine_softmax",
+        batch_size=12,
+        epochs=3,
+        steps_per_epoch=40,  # batch norm's moving statistics settle
+        learning_rate=0.01,
+    )
+    assert hp.architectures(2) == ("efficientnet_lite0", "compact")
+    names, model, losses = image_model.train(pixels, labels, hp, log_epochs=False)
+    assert names[0] == "type" and names[3] == "colour" and len(names) == 6
+    assert losses["colour"][-1] < losses["colour"][0], losses
+    networks = {
+        layer.name: layer.input_shape[1:]
+        for layer in model.layers
+        if isinstance(layer, image_model.tf.keras.Model)
+    }
+    assert networks.pop("pretrained_bottom") == (64, 64, 3)  # the photo, for the backbone's keys
+    assert sorted(networks.values()) == [(2, 2, 192), (32, 32, 3)]  # block 15's input; the smaller photo
+    parts = dict(zip(names, image_model.embed(model, pixels), strict=True))
+    colour_classes = parts["colour.classes"] ** 2
+    assert (colour_classes.argmax(axis=1) == labels["colour"]).mean() > 0.8  # learned on 32-px photos
+
+    weights = [0.4, 0.0, 0.1, 0.3, 0.2, 0.0]
+    image_model.export(model, weights, tmp_path / "encoder")
+    encoder = image_encoder.load(tmp_path / "encoder")
+    expected = np.hstack([np.sqrt(w) * parts[n][:4] for n, w in zip(names, weights, strict=True) if w > 0])
+    np.testing.assert_allclose(image_encoder.embed_saved(encoder, pixels[:4]), expected, atol=1e-4)
+
+    with pytest.raises(ValueError, match="3 architectures"):
+        image_model.ImageHyperParams(architecture="compact,compact,plain").architectures(2)
+    with pytest.raises(ValueError, match="one network for every class key or one per key"):
+        ImageSimilarityParams(class_keys="product_type,colour", architecture="compact,plain,plain")
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        image_model.ImageHyperParams(architecture="efficientnet_lite0,resnet")

@@ -320,9 +320,11 @@ class ImageSimilarityParams(LakeParams):
     # choose the mixing weights and Hyperopt trials (validation, taken from the rest).
     holdout_share: float = 0.2
     validation_share: float = 0.2
-    # Pixels a side the model sees, its network and its loss (`similarity.model.ImageHyperParams`).
+    # Pixels a side the model sees, its network (one for all keys, or one per key, comma-separated) and
+    # its loss (`similarity.model.ImageHyperParams`).
     image_size: int = 128
     architecture: str = "efficientnet_lite0"
+    scratch_size: int = 64  # plain and compact: pixels a side they see at most (resized in the graph)
     width: int = 24  # plain and compact: filters of the first convolution (doubling per block)
     # efficientnet_lite0 (ImageNet weights): its top blocks trained, 0..16 (0: frozen backbone), after
     # head_epochs with the whole backbone frozen, at fine_tune_rate x the learning rate.
@@ -339,12 +341,23 @@ class ImageSimilarityParams(LakeParams):
     def keys(self) -> tuple[str, ...]:
         return tuple(key.strip() for key in self.class_keys.split(",") if key.strip())
 
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The network of each class key (`architecture` names one for all, or one per key)."""
+        names = tuple(name.strip() for name in self.architecture.split(","))
+        return names * len(self.keys) if len(names) == 1 else names
+
     def __post_init__(self) -> None:
         unknown = [key for key in self.keys if key not in CLASS_KEYS]
         if unknown or not self.keys:
             raise ValueError(
                 f"class_keys must be a comma-separated list of {', '.join(CLASS_KEYS)}, "
                 f"got {self.class_keys!r}"
+            )
+        if len(self.architectures) != len(self.keys):
+            raise ValueError(
+                f"architecture names one network for every class key or one per key: "
+                f"{self.architecture!r} for {len(self.keys)} keys ({self.class_keys!r})"
             )
 
 

@@ -49,8 +49,13 @@ class ImageHyperParams:
     mixed_precision: bool = False  # bfloat16 convolutions on GPUs; the embedding layer stays float32
     # plain: 3 x two 3x3 convolutions, flatten (chosen on rendered 32-pixel images); compact: a strided 5x5
     # stem, batch-normalised blocks, global average pooling; its batches are flipped, zoomed and shifted
-    # (`augment_batch`) as they are drawn (real photos).
+    # (`augment_batch`) as they are drawn (real photos). One network for every class key, or one per key,
+    # comma-separated in the keys' order (e.g. the backbone for product type, compact for colour).
     architecture: str = "plain"
+    # plain and compact see the photo resized (in the graph) to at most this many pixels a side (0: the
+    # photo's own size): beside the backbone at 128 px a from-scratch colour network needs no more than 64
+    # px, at a quarter of the cost (docs/journal.md).
+    scratch_size: int = 0
     # efficientnet_lite0: how many of its 16 blocks, counted from the top, are trained (0: the backbone
     # frozen, only the layers above its pooled features learn); the rest run once per image (a cache).
     unfreeze_blocks: int = 0
@@ -69,8 +74,14 @@ class ImageHyperParams:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        names = self.architecture.split(",")
+        if not all(name in ARCHITECTURES for name in names):
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, or one of them per class key "
+                f"(comma-separated), got {self.architecture!r}"
+            )
+        if self.scratch_size < 0:
+            raise ValueError(f"scratch_size must be >= 0, got {self.scratch_size}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.unfreeze_blocks <= 16:
@@ -79,6 +90,18 @@ class ImageHyperParams:
             raise ValueError(
                 f"head_epochs must be >= 0 and fine_tune_rate > 0, got {self.head_epochs}, {self.fine_tune_rate}"
             )
+
+    def architectures(self, keys: int) -> tuple[str, ...]:
+        """The network of each of `keys` class keys: the one named for all, or one named per key."""
+        names = tuple(self.architecture.split(","))
+        if len(names) == 1:
+            return names * keys
+        if len(names) != keys:
+            raise ValueError(f"{len(names)} architectures ({self.architecture!r}) for {keys} class keys")
+        return names
+
+    def pretrained_in(self, keys: int) -> bool:
+        return PRETRAINED in self.architectures(keys)
 
     def stages(self) -> list[tuple[int, float, bool]]:
         """(epochs, learning rate, whether the backbone's top blocks learn) of each training stage."""
@@ -291,8 +314,10 @@ def train(
     strategy: Any = None,
     log_epochs: bool = True,
 ) -> tuple[list[str], Any, dict[str, list[float]]]:
-    """Fit one network per class key of `label_sets` (one label per image). Returns the part names, the
-    parts model (images → every part, each network run once) and the loss per epoch per key.
+    """Fit one network per class key of `label_sets` (one label per image), each of the architecture
+    `hp.architectures` names for it. Returns the part names, the parts model (images → every part, each
+    network run once; the backbone's frozen blocks once for all its keys; from-scratch networks on the
+    photo resized to `scratch_side`) and the loss per epoch per key.
 
     multi_similarity: class-balanced batches of `classes_per_batch` classes x `examples_per_class`; classes
     with fewer than two images (no positive pair) are left out; the embedding is the key's part.
@@ -302,38 +327,45 @@ def train(
     equal batches (docs/journal.md).
     """
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    names, networks, losses = [], [], {}
+    names: list[str] = []
+    networks: list[tuple[str, Any]] = []
+    losses: dict[str, list[float]] = {}
+    architectures = hp.architectures(len(label_sets))
+    side = scratch_side(hp, pixels.shape[1])
     bottom = cache = None
-    if hp.architecture == PRETRAINED:  # the frozen blocks run once per image (and copy), for every key
+    if PRETRAINED in architectures:  # the frozen blocks run once per image (and copy), for every key
         with scope:
             bottom = pretrained_bottom(hp, pixels.shape[1])
         views = (
             [pixels, augmented_copies(pixels, hp.augment_copies, hp.seed)] if hp.augment_copies else [pixels]
         )
         cache = _bottom_outputs(bottom, np.concatenate(views))
-    for key, classes in label_sets.items():
+    for (key, classes), architecture in zip(label_sets.items(), architectures, strict=True):
+        key_hp = hp.with_updates(architecture=architecture)
         tf.keras.utils.set_random_seed(hp.seed)
         keep = np.bincount(classes)[classes] >= (2 if hp.loss == "multi_similarity" else 1)
         x, y = pixels[keep], classes[keep]
-        if cache is not None:
+        if architecture == PRETRAINED:
             x, y = cache[np.tile(keep, hp.augment_copies + 1)], np.tile(y, hp.augment_copies + 1)
-        elif hp.augment_copies > 0 and hp.architecture == "plain":  # compact augments each batch instead
-            x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
-            y = np.tile(y, hp.augment_copies + 1)
+        else:
+            x = resized(x, side)
+            if hp.augment_copies > 0 and architecture == "plain":  # compact augments each batch instead
+                x = np.concatenate([x, augmented_copies(x, hp.augment_copies, hp.seed)])
+                y = np.tile(y, hp.augment_copies + 1)
         with scope:
             if hp.loss == "cosine_softmax":
-                network, trainer = build_proxy_model(hp, x.shape[1:], int(classes.max()) + 1)
+                network, trainer = build_proxy_model(key_hp, x.shape[1:], int(classes.max()) + 1)
             else:
-                network = trainer = build_model(hp, x.shape[1:])
+                network = trainer = build_model(key_hp, x.shape[1:])
         history: dict[str, list[float]] = {"loss": []}
-        stages = hp.stages()
+        stages = key_hp.stages()
         log = EpochLog(f"image model ({key})", sum(epochs for epochs, _, _ in stages), log_epochs)
         for epochs, learning_rate, top_learns in stages:
             if len(stages) > 1:  # recompiled: Keras reads `trainable` when it compiles
                 with scope:
                     set_top_trainable(trainer, top_learns)
-                    compile_stage(trainer, hp, epochs, learning_rate)
-            fitted = trainer.fit(_batches(x, y, hp), epochs=epochs, verbose=0, callbacks=[log])
+                    compile_stage(trainer, key_hp, epochs, learning_rate)
+            fitted = trainer.fit(_batches(x, y, key_hp), epochs=epochs, verbose=0, callbacks=[log])
             history["loss"] += fitted.history["loss"]
         if hp.loss == "cosine_softmax":
             # The training photos as they are (no augmentation) are the votes' memory.
@@ -344,11 +376,40 @@ def train(
             names += [key, f"{key}.classes", f"{key}.votes"]
         else:
             names.append(key)
-        networks.append(network)
+        networks.append((architecture, network))
         losses[key] = [float(v) for v in history["loss"]]
     inputs = tf.keras.Input(pixels.shape[1:], dtype=tf.float32)
-    shared = inputs if bottom is None else bottom(inputs, training=False)
-    return names, tf.keras.Model(inputs, [p for n in networks for p in tf.nest.flatten(n(shared))]), losses
+    features = None if bottom is None else bottom(inputs, training=False)
+    small = inputs if side == pixels.shape[1] else _resize_layer(side)(inputs)
+    outputs = [
+        part
+        for architecture, network in networks
+        for part in tf.nest.flatten(network(features if architecture == PRETRAINED else small))
+    ]
+    return names, tf.keras.Model(inputs, outputs), losses
+
+
+def scratch_side(hp: ImageHyperParams, size: int) -> int:
+    """Pixels a side the from-scratch networks (plain, compact) see of photos of `size`."""
+    return min(size, hp.scratch_size) if hp.scratch_size else size
+
+
+def resized(pixels: np.ndarray, side: int) -> np.ndarray:
+    """uint8 images at `side` pixels a side, resized as the graph does (`_resize_layer`)."""
+    if pixels.shape[1] == side:
+        return pixels
+    out = [
+        tf.image.resize(pixels[i : i + 512].astype(np.float32), (side, side), antialias=True).numpy()
+        for i in range(0, len(pixels), 512)
+    ]
+    return np.clip(np.rint(np.concatenate(out)), 0, 255).astype(np.uint8)
+
+
+def _resize_layer(side: int) -> Any:
+    # Antialiased bilinear, like `resized` and the encoder's own resize of photos of any size.
+    return tf.keras.layers.Lambda(
+        lambda x: tf.image.resize(x, (side, side), antialias=True), name=f"resize_{side}"
+    )
 
 
 def _bottom_outputs(bottom: Any, pixels: np.ndarray, batch: int = 256) -> np.ndarray:

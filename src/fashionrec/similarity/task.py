@@ -123,7 +123,8 @@ def _hp(params: ImageSimilarityParams) -> Any:
         epochs=params.epochs,
         steps_per_epoch=params.steps_per_epoch,
         augment_copies=params.augment_copies,
-        architecture=params.architecture,
+        architecture=",".join(params.architectures),
+        scratch_size=params.scratch_size,
         width=params.width,
         unfreeze_blocks=params.unfreeze_blocks,
         head_epochs=params.head_epochs,
@@ -193,14 +194,14 @@ def _objective(metrics: dict[str, float]) -> float:
     return float(np.mean(list(metrics.values()))) if metrics else 0.0
 
 
-def search_space(space: Any, architecture: str) -> dict[str, Any]:
-    """What Hyperopt chooses: the embedding, the learning rate and the batches' classes; for the
-    pretrained backbone also how many of its top blocks are trained."""
+def search_space(space: Any, architectures: tuple[str, ...]) -> dict[str, Any]:
+    """What Hyperopt chooses: the embedding, the learning rate and the batches' classes; with the
+    pretrained backbone (for any key) how many of its top blocks are trained instead of the classes."""
     common = {
         "embedding_dim": space.choice("embedding_dim", [32, 64, 128]),
         "learning_rate": space.loguniform("learning_rate", np.log(3e-4), np.log(1e-2)),
     }
-    if architecture == PRETRAINED:
+    if PRETRAINED in architectures:
         return common | {"unfreeze_blocks": space.choice("unfreeze_blocks", [0, 2, 4, 6])}
     return common | {"classes_per_batch": space.choice("classes_per_batch", [8, 16, 32])}
 
@@ -240,7 +241,7 @@ def run_train_image_similarity(
         "raw_pixels": neighbour_precision(raw_pixel_vectors(pixels[held]), holdout),
         "random": _precision_of_rows(random_rows(len(holdout), PRECISION_K, params.seed), holdout),
     }
-    if params.architecture == PRETRAINED and len(holdout) > PRECISION_K:
+    if PRETRAINED in params.architectures and len(holdout) > PRECISION_K:
         # What the pretrained backbone knows before any training on these photos.
         baseline["imagenet_features"] = neighbour_precision(imagenet_features(pixels[held]), holdout)
     base_hp = _hp(params)
@@ -285,7 +286,7 @@ def run_train_image_similarity(
             found = search(
                 spark,
                 objective,
-                search_space(space, params.architecture),
+                search_space(space, params.architectures),
                 params.max_evals,
                 params.parallelism,
                 params.seed,
