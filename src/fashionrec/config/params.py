@@ -323,7 +323,7 @@ class ImageSimilarityParams(LakeParams):
     # Pixels a side the model sees, its network (one for all keys, or one per key, comma-separated) and
     # its loss (`similarity.model.ImageHyperParams`).
     image_size: int = 128
-    architecture: str = "efficientnet_lite0"
+    architecture: str = "efficientnet_lite0,compact"
     scratch_size: int = 64  # plain and compact: pixels a side they see at most (resized in the graph)
     width: int = 24  # plain and compact: filters of the first convolution (doubling per block)
     # efficientnet_lite0 (ImageNet weights): its top blocks trained, 0..16 (0: frozen backbone), after
