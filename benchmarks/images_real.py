@@ -38,6 +38,7 @@ IMAGE_VARIABLES = (
     "image_steps_per_epoch",
     "image_unfreeze_blocks",
     "image_head_epochs",
+    "image_augment_copies",
 )
 FROZEN_STAGE = {"image_unfreeze_blocks": "0"}  # stage 1 alone: the backbone's weights as downloaded
 THROUGHPUT_PHOTOS = 512
