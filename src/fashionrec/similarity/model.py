@@ -100,9 +100,6 @@ class ImageHyperParams:
             raise ValueError(f"{len(names)} architectures ({self.architecture!r}) for {keys} class keys")
         return names
 
-    def pretrained_in(self, keys: int) -> bool:
-        return PRETRAINED in self.architectures(keys)
-
     def stages(self) -> list[tuple[int, float, bool]]:
         """(epochs, learning rate, whether the backbone's top blocks learn) of each training stage."""
         if self.architecture == PRETRAINED and self.unfreeze_blocks and self.head_epochs:
@@ -380,7 +377,8 @@ def train(
         losses[key] = [float(v) for v in history["loss"]]
     inputs = tf.keras.Input(pixels.shape[1:], dtype=tf.float32)
     features = None if bottom is None else bottom(inputs, training=False)
-    small = inputs if side == pixels.shape[1] else _resize_layer(side)(inputs)
+    from_scratch = any(architecture != PRETRAINED for architecture in architectures)
+    small = _resize_layer(side)(inputs) if from_scratch and side != pixels.shape[1] else inputs
     outputs = [
         part
         for architecture, network in networks
